@@ -1,0 +1,511 @@
+//! Startup configuration: CLI flags, `KAFKA_PROXY_*` variables and a TOML file, merged and validated.
+//!
+//! Precedence is CLI > environment > file > defaults. The environment is passed in as a map so
+//! tests never touch the process environment. Option names follow the seed (`wsPort`, `kafka`,
+//! `idleTimeout`, `maxBytes`, `partition`, `auth`) so its users keep their settings.
+
+use std::collections::{BTreeMap, HashMap};
+use std::fmt;
+use std::net::{IpAddr, SocketAddr};
+use std::path::PathBuf;
+use std::time::Duration;
+
+use clap::Parser;
+use serde::Deserialize;
+
+/// Exit code for bad configuration (EX_USAGE), as linkerd and sysexits do.
+pub const EXIT_CONFIG: i32 = 64;
+
+#[derive(Debug, thiserror::Error)]
+pub enum ConfigError {
+    #[error("cannot read config file {path}: {source}")]
+    File {
+        path: PathBuf,
+        source: std::io::Error,
+    },
+    #[error("bad config file {path}: {message}")]
+    Toml { path: PathBuf, message: String },
+    #[error("bad value for {name}: {message}")]
+    Value { name: String, message: String },
+}
+
+fn bad(name: &str, message: impl Into<String>) -> ConfigError {
+    ConfigError::Value {
+        name: name.to_string(),
+        message: message.into(),
+    }
+}
+
+/// Where a group with no committed offset starts reading.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum OffsetReset {
+    Earliest,
+    Latest,
+}
+
+impl OffsetReset {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            OffsetReset::Earliest => "earliest",
+            OffsetReset::Latest => "latest",
+        }
+    }
+}
+
+impl std::str::FromStr for OffsetReset {
+    type Err = String;
+    fn from_str(s: &str) -> Result<Self, String> {
+        match s {
+            "earliest" => Ok(OffsetReset::Earliest),
+            "latest" => Ok(OffsetReset::Latest),
+            other => Err(format!("expected earliest or latest, got {other:?}")),
+        }
+    }
+}
+
+/// A secret that never prints itself.
+#[derive(Clone, PartialEq, Eq)]
+pub struct Secret(String);
+
+impl Secret {
+    pub fn new(s: impl Into<String>) -> Self {
+        Secret(s.into())
+    }
+    pub fn expose(&self) -> &str {
+        &self.0
+    }
+}
+
+impl fmt::Debug for Secret {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("Secret(<redacted>)")
+    }
+}
+
+/// The validated configuration the server runs with.
+#[derive(Debug, Clone)]
+pub struct Config {
+    /// Address the HTTP/WebSocket listener binds (`host:wsPort`).
+    pub listen: SocketAddr,
+    /// Kafka bootstrap servers, comma-separated, seed's trailing `/` removed.
+    pub kafka: String,
+    /// Longest a partly filled batch waits for more records before it is sent (seed: `idleTimeout`).
+    pub idle_timeout: Duration,
+    /// Upper bound on the payload bytes of one batch frame (seed: `maxBytes`).
+    pub max_bytes: usize,
+    /// Default partition for seed sockets that name none (seed: `partition`); `None` means the
+    /// socket joins the group for the whole topic.
+    pub partition: Option<i32>,
+    /// Shared password for the seed's `Authorization: basic <password>` header (seed: `auth`).
+    pub auth: Option<Secret>,
+    /// Where a group without a committed offset starts.
+    pub offset_reset: OffsetReset,
+    /// Bytes the proxy may hold for one session (in flight to the socket plus librdkafka's
+    /// prefetch queue) before it pauses fetching. Bounds memory whatever the topic rate.
+    pub session_buffer_bytes: usize,
+    /// Largest client frame accepted, in bytes.
+    pub max_frame_bytes: usize,
+    /// Most concurrent WebSocket sessions; more are refused with 503 before the upgrade.
+    pub max_connections: usize,
+    /// Interval of the seed-style per-group stats log; `None` disables it.
+    pub stats_interval: Option<Duration>,
+    /// How long shutdown waits for sessions to close and commit.
+    pub shutdown_grace: Duration,
+    /// Interval between WebSocket pings; a peer silent for three intervals is dropped.
+    pub ping_interval: Duration,
+    /// Extra librdkafka properties for every client (SASL, SSL, ...). Values may be secret and are
+    /// never logged.
+    pub kafka_properties: BTreeMap<String, Secret>,
+    /// Log format: `text` or `json`.
+    pub log_format: String,
+}
+
+impl Default for Config {
+    fn default() -> Self {
+        Config {
+            listen: SocketAddr::from(([0, 0, 0, 0], 9999)),
+            kafka: "127.0.0.1:9092".into(),
+            idle_timeout: Duration::ZERO,
+            max_bytes: 1_000_000,
+            partition: None,
+            auth: None,
+            offset_reset: OffsetReset::Earliest,
+            session_buffer_bytes: 4 << 20,
+            max_frame_bytes: 1 << 20,
+            max_connections: 20_000,
+            stats_interval: None,
+            shutdown_grace: Duration::from_secs(10),
+            ping_interval: Duration::from_secs(20),
+            kafka_properties: BTreeMap::new(),
+            log_format: "text".into(),
+        }
+    }
+}
+
+/// Command-line flags. Every flag also reads `KAFKA_PROXY_<NAME>` and the TOML key in brackets.
+#[derive(Debug, Parser, Default)]
+#[command(
+    name = "kafka-proxy",
+    version,
+    about = "WebSocket and HTTP gateway to Apache Kafka, wire-compatible with the Node.js kafka-proxy",
+    after_help = "Each option can also be set as KAFKA_PROXY_<NAME> (e.g. KAFKA_PROXY_WS_PORT) or in the \
+TOML file given by --config (keys as in brackets). CLI beats environment beats file."
+)]
+pub struct Cli {
+    /// TOML config file [env KAFKA_PROXY_CONFIG]
+    #[arg(long, short = 'c')]
+    pub config: Option<PathBuf>,
+    /// Port for HTTP and WebSocket clients (default 9999) [wsPort]
+    #[arg(long = "ws-port", alias = "wsPort")]
+    pub ws_port: Option<u16>,
+    /// Address to bind (default 0.0.0.0) [host]
+    #[arg(long)]
+    pub host: Option<IpAddr>,
+    /// Kafka bootstrap servers, e.g. localhost:9092 (default 127.0.0.1:9092) [kafka]
+    #[arg(long)]
+    pub kafka: Option<String>,
+    /// Milliseconds a partly filled batch waits for more records before it is sent; 0 sends what is
+    /// ready at once (default 0) [idleTimeout]
+    #[arg(long = "idle-timeout", alias = "idleTimeout")]
+    pub idle_timeout: Option<u64>,
+    /// Most payload bytes in one batch frame; a single larger record is sent alone (default
+    /// 1000000) [maxBytes]
+    #[arg(long = "max-bytes", alias = "maxBytes")]
+    pub max_bytes: Option<usize>,
+    /// Partition that seed sockets without `partition=` read; unset joins the group for all
+    /// partitions [partition]
+    #[arg(long)]
+    pub partition: Option<i32>,
+    /// Password clients must send as `Authorization: basic <password>` or RFC 7617 Basic [auth]
+    #[arg(long)]
+    pub auth: Option<String>,
+    /// Where a group without committed offsets starts: earliest or latest (default earliest)
+    /// [offsetReset]
+    #[arg(long = "offset-reset")]
+    pub offset_reset: Option<OffsetReset>,
+    /// Bytes buffered per session before fetching pauses (default 4194304) [sessionBufferBytes]
+    #[arg(long = "session-buffer-bytes")]
+    pub session_buffer_bytes: Option<usize>,
+    /// Largest client frame accepted in bytes (default 1048576) [maxFrameBytes]
+    #[arg(long = "max-frame-bytes")]
+    pub max_frame_bytes: Option<usize>,
+    /// Most concurrent sessions (default 20000) [maxConnections]
+    #[arg(long = "max-connections")]
+    pub max_connections: Option<usize>,
+    /// Seconds between per-group stats log lines; 0 disables (default 0) [statsInterval]
+    #[arg(long = "stats-interval")]
+    pub stats_interval: Option<u64>,
+    /// Seconds shutdown waits for sessions to finish (default 10) [shutdownGrace]
+    #[arg(long = "shutdown-grace")]
+    pub shutdown_grace: Option<u64>,
+    /// Seconds between WebSocket pings (default 20) [pingInterval]
+    #[arg(long = "ping-interval")]
+    pub ping_interval: Option<u64>,
+    /// librdkafka property KEY=VALUE for every Kafka client, repeatable; the environment takes a
+    /// newline-separated list in KAFKA_PROXY_KAFKA_PROPERTIES [kafkaProperties table]
+    #[arg(long = "kafka-property", short = 'X', value_name = "KEY=VALUE")]
+    pub kafka_property: Vec<String>,
+    /// Log format: text or json (default text) [logFormat]
+    #[arg(long = "log-format")]
+    pub log_format: Option<String>,
+}
+
+/// The TOML file's shape; names match the seed's constructor options.
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields, rename_all = "camelCase")]
+struct FileConfig {
+    ws_port: Option<u16>,
+    host: Option<IpAddr>,
+    kafka: Option<String>,
+    idle_timeout: Option<u64>,
+    max_bytes: Option<usize>,
+    partition: Option<i32>,
+    auth: Option<String>,
+    offset_reset: Option<OffsetReset>,
+    session_buffer_bytes: Option<usize>,
+    max_frame_bytes: Option<usize>,
+    max_connections: Option<usize>,
+    stats_interval: Option<u64>,
+    shutdown_grace: Option<u64>,
+    ping_interval: Option<u64>,
+    kafka_properties: Option<BTreeMap<String, String>>,
+    log_format: Option<String>,
+}
+
+fn env_parse<T: std::str::FromStr>(
+    env: &HashMap<String, String>,
+    name: &str,
+) -> Result<Option<T>, ConfigError>
+where
+    T::Err: fmt::Display,
+{
+    let key = format!("KAFKA_PROXY_{name}");
+    match env.get(&key) {
+        None => Ok(None),
+        Some(v) if v.is_empty() => Ok(None),
+        Some(v) => v
+            .parse::<T>()
+            .map(Some)
+            .map_err(|e| bad(&key, e.to_string())),
+    }
+}
+
+impl Config {
+    /// Parses `args` (including the program name) and `env`, reads the file if named, and validates.
+    pub fn load(args: &[String], env: &HashMap<String, String>) -> Result<Config, LoadError> {
+        let cli = Cli::try_parse_from(args).map_err(LoadError::Cli)?;
+        Config::from_parts(cli, env).map_err(LoadError::Config)
+    }
+
+    /// Merges already-parsed flags with the environment and the file.
+    pub fn from_parts(cli: Cli, env: &HashMap<String, String>) -> Result<Config, ConfigError> {
+        let file_path = cli
+            .config
+            .clone()
+            .or_else(|| env.get("KAFKA_PROXY_CONFIG").map(PathBuf::from));
+        let file = match &file_path {
+            Some(path) => {
+                let text = std::fs::read_to_string(path).map_err(|source| ConfigError::File {
+                    path: path.clone(),
+                    source,
+                })?;
+                toml::from_str::<FileConfig>(&text).map_err(|e| ConfigError::Toml {
+                    path: path.clone(),
+                    message: e.message().to_string(),
+                })?
+            }
+            None => FileConfig::default(),
+        };
+
+        let d = Config::default();
+        macro_rules! pick {
+            ($cli:expr, $env:literal, $file:expr) => {
+                match $cli {
+                    Some(v) => Some(v),
+                    None => match env_parse(env, $env)? {
+                        Some(v) => Some(v),
+                        None => $file,
+                    },
+                }
+            };
+        }
+        let port: u16 = pick!(cli.ws_port, "WS_PORT", file.ws_port).unwrap_or(d.listen.port());
+        let host: IpAddr = pick!(cli.host, "HOST", file.host).unwrap_or(d.listen.ip());
+        let kafka: String = pick!(cli.kafka, "KAFKA", file.kafka).unwrap_or(d.kafka);
+        let idle_ms: u64 = pick!(cli.idle_timeout, "IDLE_TIMEOUT", file.idle_timeout).unwrap_or(0);
+        let max_bytes: usize =
+            pick!(cli.max_bytes, "MAX_BYTES", file.max_bytes).unwrap_or(d.max_bytes);
+        let partition: Option<i32> = pick!(cli.partition, "PARTITION", file.partition);
+        let auth: Option<String> = pick!(cli.auth, "AUTH", file.auth);
+        let offset_reset =
+            pick!(cli.offset_reset, "OFFSET_RESET", file.offset_reset).unwrap_or(d.offset_reset);
+        let session_buffer_bytes = pick!(
+            cli.session_buffer_bytes,
+            "SESSION_BUFFER_BYTES",
+            file.session_buffer_bytes
+        )
+        .unwrap_or(d.session_buffer_bytes);
+        let max_frame_bytes = pick!(cli.max_frame_bytes, "MAX_FRAME_BYTES", file.max_frame_bytes)
+            .unwrap_or(d.max_frame_bytes);
+        let max_connections = pick!(cli.max_connections, "MAX_CONNECTIONS", file.max_connections)
+            .unwrap_or(d.max_connections);
+        let stats_secs: u64 =
+            pick!(cli.stats_interval, "STATS_INTERVAL", file.stats_interval).unwrap_or(0);
+        let grace_secs: u64 =
+            pick!(cli.shutdown_grace, "SHUTDOWN_GRACE", file.shutdown_grace).unwrap_or(10);
+        let ping_secs: u64 =
+            pick!(cli.ping_interval, "PING_INTERVAL", file.ping_interval).unwrap_or(20);
+        let log_format: String =
+            pick!(cli.log_format, "LOG_FORMAT", file.log_format).unwrap_or(d.log_format);
+
+        // Properties: file first, then environment, then CLI, later ones win per key.
+        let mut kafka_properties = BTreeMap::new();
+        for (k, v) in file.kafka_properties.unwrap_or_default() {
+            kafka_properties.insert(k, Secret::new(v));
+        }
+        let env_props = env
+            .get("KAFKA_PROXY_KAFKA_PROPERTIES")
+            .map(|s| s.lines().map(str::to_string).collect::<Vec<_>>())
+            .unwrap_or_default();
+        for kv in env_props.iter().chain(cli.kafka_property.iter()) {
+            let kv = kv.trim();
+            if kv.is_empty() {
+                continue;
+            }
+            let (k, v) = kv
+                .split_once('=')
+                .ok_or_else(|| bad("kafka-property", "expected KEY=VALUE"))?;
+            kafka_properties.insert(k.trim().to_string(), Secret::new(v.trim()));
+        }
+
+        // Validate before anything binds.
+        let kafka = kafka.trim().trim_end_matches('/').to_string();
+        if kafka.is_empty()
+            || kafka
+                .split(',')
+                .any(|b| b.trim().is_empty() || !b.contains(':'))
+        {
+            return Err(bad(
+                "kafka",
+                format!("expected host:port[,host:port...], got {kafka:?}"),
+            ));
+        }
+        if max_bytes < 1024 {
+            return Err(bad("maxBytes", "must be at least 1024"));
+        }
+        if idle_ms > 60_000 {
+            return Err(bad("idleTimeout", "must be at most 60000 ms"));
+        }
+        if let Some(p) = partition {
+            if p < 0 {
+                return Err(bad("partition", "must be >= 0"));
+            }
+        }
+        if let Some(a) = &auth {
+            if a.is_empty() {
+                return Err(bad("auth", "must not be empty"));
+            }
+        }
+        if session_buffer_bytes < 64 * 1024 {
+            return Err(bad("sessionBufferBytes", "must be at least 65536"));
+        }
+        if max_frame_bytes < 1024 {
+            return Err(bad("maxFrameBytes", "must be at least 1024"));
+        }
+        if max_connections == 0 {
+            return Err(bad("maxConnections", "must be at least 1"));
+        }
+        if ping_secs == 0 {
+            return Err(bad("pingInterval", "must be at least 1"));
+        }
+        if log_format != "text" && log_format != "json" {
+            return Err(bad("logFormat", "expected text or json"));
+        }
+        for key in kafka_properties.keys() {
+            if PROXY_OWNED_PROPERTIES.contains(&key.as_str()) {
+                return Err(bad(
+                    "kafka-property",
+                    format!("{key} is managed by the proxy and cannot be overridden"),
+                ));
+            }
+        }
+
+        Ok(Config {
+            listen: SocketAddr::new(host, port),
+            kafka,
+            idle_timeout: Duration::from_millis(idle_ms),
+            max_bytes,
+            partition,
+            auth: auth.map(Secret::new),
+            offset_reset,
+            session_buffer_bytes,
+            max_frame_bytes,
+            max_connections,
+            stats_interval: (stats_secs > 0).then(|| Duration::from_secs(stats_secs)),
+            shutdown_grace: Duration::from_secs(grace_secs),
+            ping_interval: Duration::from_secs(ping_secs),
+            kafka_properties,
+            log_format,
+        })
+    }
+}
+
+/// Properties the proxy sets itself because its delivery guarantees depend on them.
+const PROXY_OWNED_PROPERTIES: &[&str] = &[
+    "group.id",
+    "enable.auto.offset.store",
+    "enable.auto.commit",
+    "enable.idempotence",
+    "bootstrap.servers",
+];
+
+/// Why startup configuration failed: a flag error (clap prints it, including `--help`) or a bad value.
+#[derive(Debug, thiserror::Error)]
+pub enum LoadError {
+    #[error("{0}")]
+    Cli(clap::Error),
+    #[error("{0}")]
+    Config(ConfigError),
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn load(args: &[&str], env: &[(&str, &str)]) -> Result<Config, LoadError> {
+        let mut a = vec!["kafka-proxy".to_string()];
+        a.extend(args.iter().map(|s| s.to_string()));
+        let env = env
+            .iter()
+            .map(|(k, v)| (k.to_string(), v.to_string()))
+            .collect();
+        Config::load(&a, &env)
+    }
+
+    #[test]
+    fn defaults_serve_throughput() {
+        let c = load(&[], &[]).unwrap();
+        assert_eq!(c.listen.port(), 9999);
+        assert_eq!(c.idle_timeout, Duration::ZERO);
+        assert_eq!(c.max_bytes, 1_000_000);
+        assert_eq!(c.partition, None);
+    }
+
+    #[test]
+    fn seed_names_and_trailing_slash() {
+        let c = load(
+            &["--wsPort", "1234", "--kafka", "localhost:9092/", "--maxBytes", "5000"],
+            &[],
+        )
+        .unwrap();
+        assert_eq!(c.listen.port(), 1234);
+        assert_eq!(c.kafka, "localhost:9092");
+        assert_eq!(c.max_bytes, 5000);
+    }
+
+    #[test]
+    fn cli_beats_env_beats_file() {
+        let dir = std::env::temp_dir().join(format!("kp-cfg-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let f = dir.join("c.toml");
+        std::fs::write(
+            &f,
+            "wsPort = 1\nidleTimeout = 7\nauth = \"filepw\"\n[kafkaProperties]\n\"security.protocol\" = \"plaintext\"\n",
+        )
+        .unwrap();
+        let fs = f.to_str().unwrap();
+        let c = load(
+            &["--config", fs, "--ws-port", "3"],
+            &[("KAFKA_PROXY_WS_PORT", "2"), ("KAFKA_PROXY_IDLE_TIMEOUT", "8")],
+        )
+        .unwrap();
+        assert_eq!(c.listen.port(), 3);
+        assert_eq!(c.idle_timeout, Duration::from_millis(8));
+        assert_eq!(c.auth.as_ref().unwrap().expose(), "filepw");
+        assert!(c.kafka_properties.contains_key("security.protocol"));
+        assert!(!format!("{c:?}").contains("filepw"));
+    }
+
+    #[test]
+    fn bad_values_are_named() {
+        let e = load(&["--kafka", "nohostport"], &[]).unwrap_err();
+        assert!(e.to_string().contains("kafka"), "{e}");
+        let e = load(&[], &[("KAFKA_PROXY_MAX_BYTES", "lots")]).unwrap_err();
+        assert!(e.to_string().contains("KAFKA_PROXY_MAX_BYTES"), "{e}");
+        let e = load(&["-X", "group.id=x"], &[]).unwrap_err();
+        assert!(e.to_string().contains("group.id"), "{e}");
+        let e = load(&["--partition", "-1"], &[]).unwrap_err();
+        assert!(e.to_string().contains("partition"), "{e}");
+    }
+
+    #[test]
+    fn unknown_file_keys_are_refused() {
+        let dir = std::env::temp_dir().join(format!("kp-cfg2-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let f = dir.join("c.toml");
+        std::fs::write(&f, "wsport = 1\n").unwrap();
+        let e = load(&["--config", f.to_str().unwrap()], &[]).unwrap_err();
+        assert!(e.to_string().contains("wsport"), "{e}");
+    }
+}

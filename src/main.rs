@@ -1,0 +1,41 @@
+//! The `kafka-proxy` binary: parse config, init tracing, bind, run.
+
+use std::collections::HashMap;
+
+use kafka_proxy::config::{Config, LoadError, EXIT_CONFIG};
+use kafka_proxy::KafkaProxy;
+
+#[tokio::main]
+async fn main() -> anyhow::Result<()> {
+    let args: Vec<String> = std::env::args().collect();
+    let env: HashMap<String, String> = std::env::vars().collect();
+    let config = match Config::load(&args, &env) {
+        Ok(c) => c,
+        Err(LoadError::Cli(e)) => {
+            // --help and --version print and exit 0; usage errors exit 64.
+            let code = if e.use_stderr() { EXIT_CONFIG } else { 0 };
+            let _ = e.print();
+            std::process::exit(code);
+        }
+        Err(LoadError::Config(e)) => {
+            eprintln!("kafka-proxy: {e}");
+            std::process::exit(EXIT_CONFIG);
+        }
+    };
+    let filter = tracing_subscriber::EnvFilter::try_from_env("KAFKA_PROXY_LOG")
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
+    let builder = tracing_subscriber::fmt().with_env_filter(filter);
+    if config.log_format == "json" {
+        builder.json().init();
+    } else {
+        builder.init();
+    }
+    if let Err(e) = KafkaProxy::new(config).listen().await {
+        tracing::error!(error = %e, "kafka-proxy stopped");
+        if matches!(e, kafka_proxy::ServerError::Bind { .. }) {
+            std::process::exit(EXIT_CONFIG);
+        }
+        return Err(e.into());
+    }
+    Ok(())
+}

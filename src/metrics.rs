@@ -1,0 +1,311 @@
+//! Counters, the live session registry behind `/metrics` and `/admin/sessions`, and the seed-style
+//! periodic stats log.
+//!
+//! Hot paths only touch per-session atomics; labels stay low-cardinality (no topic or group labels
+//! on Prometheus series; per-group detail is in the admin API and the stats log).
+
+use std::collections::{BTreeMap, HashMap};
+use std::fmt::Write;
+use std::sync::atomic::{AtomicI64, AtomicU64, AtomicUsize, Ordering::Relaxed};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use serde::Serialize;
+
+/// Per-session figures, shared between the session task and the registry.
+#[derive(Debug, Default)]
+pub struct SessionStats {
+    /// Records taken from Kafka.
+    pub received: AtomicU64,
+    /// Records written to the socket.
+    pub sent: AtomicU64,
+    /// Frames written to the socket.
+    pub frames: AtomicU64,
+    /// Bytes written to the socket.
+    pub bytes: AtomicU64,
+    /// Bytes the proxy holds for this session right now (frame being built, queued frames, records
+    /// held while paused). Bounded by `sessionBufferBytes`.
+    pub buffered_bytes: AtomicUsize,
+    /// Largest `buffered_bytes` seen.
+    pub buffered_bytes_max: AtomicUsize,
+    /// Records delivered and not yet acknowledged (ack mode).
+    pub unacked: AtomicUsize,
+    /// 1 while fetching is paused for backpressure.
+    pub paused: AtomicUsize,
+    /// Records produced and acknowledged by Kafka (produce sockets).
+    pub produced: AtomicU64,
+    /// Records that failed to produce.
+    pub produce_errors: AtomicU64,
+    /// Milliseconds since the Unix epoch of the last record delivered, 0 if none.
+    pub last_delivery_ms: AtomicI64,
+}
+
+impl SessionStats {
+    pub fn set_buffered(&self, bytes: usize) {
+        self.buffered_bytes.store(bytes, Relaxed);
+        self.buffered_bytes_max.fetch_max(bytes, Relaxed);
+    }
+}
+
+/// Static description of a session for the admin API.
+#[derive(Debug, Clone, Serialize)]
+pub struct SessionMeta {
+    pub kind: &'static str,
+    pub topics: Vec<String>,
+    pub group: Option<String>,
+    pub peer: String,
+}
+
+struct Entry {
+    meta: SessionMeta,
+    stats: Arc<SessionStats>,
+    started: Instant,
+}
+
+/// Process-wide metrics.
+#[derive(Default)]
+pub struct Metrics {
+    next_id: AtomicU64,
+    sessions: Mutex<HashMap<u64, Entry>>,
+    pub connections_total: AtomicU64,
+    pub rejected_total: AtomicU64,
+    pub http_produce_requests: AtomicU64,
+    /// Totals of sessions that have ended, so counters never go backwards.
+    closed: SessionStats,
+}
+
+/// Removes the session from the registry when the session ends.
+pub struct SessionGuard {
+    id: u64,
+    metrics: Arc<Metrics>,
+    pub stats: Arc<SessionStats>,
+}
+
+impl Drop for SessionGuard {
+    fn drop(&mut self) {
+        if let Ok(mut s) = self.metrics.sessions.lock() {
+            s.remove(&self.id);
+        }
+        let c = &self.metrics.closed;
+        c.received.fetch_add(self.stats.received.load(Relaxed), Relaxed);
+        c.sent.fetch_add(self.stats.sent.load(Relaxed), Relaxed);
+        c.frames.fetch_add(self.stats.frames.load(Relaxed), Relaxed);
+        c.bytes.fetch_add(self.stats.bytes.load(Relaxed), Relaxed);
+        c.produced.fetch_add(self.stats.produced.load(Relaxed), Relaxed);
+        c.produce_errors.fetch_add(self.stats.produce_errors.load(Relaxed), Relaxed);
+    }
+}
+
+#[derive(Debug, Serialize)]
+pub struct SessionReport {
+    pub id: u64,
+    #[serde(flatten)]
+    pub meta: SessionMeta,
+    pub age_secs: u64,
+    pub received: u64,
+    pub sent: u64,
+    pub bytes: u64,
+    pub buffered_bytes: usize,
+    pub buffered_bytes_max: usize,
+    pub unacked: usize,
+    pub paused: bool,
+    pub produced: u64,
+    pub produce_errors: u64,
+}
+
+impl Metrics {
+    pub fn register(self: &Arc<Self>, meta: SessionMeta) -> SessionGuard {
+        let id = self.next_id.fetch_add(1, Relaxed) + 1;
+        let stats = Arc::new(SessionStats::default());
+        self.connections_total.fetch_add(1, Relaxed);
+        if let Ok(mut s) = self.sessions.lock() {
+            s.insert(
+                id,
+                Entry {
+                    meta,
+                    stats: stats.clone(),
+                    started: Instant::now(),
+                },
+            );
+        }
+        SessionGuard {
+            id,
+            metrics: self.clone(),
+            stats,
+        }
+    }
+
+    pub fn active(&self) -> usize {
+        self.sessions.lock().map(|s| s.len()).unwrap_or(0)
+    }
+
+    pub fn sessions(&self) -> Vec<SessionReport> {
+        let Ok(s) = self.sessions.lock() else {
+            return Vec::new();
+        };
+        let mut out: Vec<SessionReport> = s
+            .iter()
+            .map(|(id, e)| SessionReport {
+                id: *id,
+                meta: e.meta.clone(),
+                age_secs: e.started.elapsed().as_secs(),
+                received: e.stats.received.load(Relaxed),
+                sent: e.stats.sent.load(Relaxed),
+                bytes: e.stats.bytes.load(Relaxed),
+                buffered_bytes: e.stats.buffered_bytes.load(Relaxed),
+                buffered_bytes_max: e.stats.buffered_bytes_max.load(Relaxed),
+                unacked: e.stats.unacked.load(Relaxed),
+                paused: e.stats.paused.load(Relaxed) > 0,
+                produced: e.stats.produced.load(Relaxed),
+                produce_errors: e.stats.produce_errors.load(Relaxed),
+            })
+            .collect();
+        out.sort_by_key(|r| r.id);
+        out
+    }
+
+    /// Prometheus text exposition.
+    pub fn render(&self, kafka_ready: bool) -> String {
+        let sessions = self.sessions();
+        let mut by_kind: BTreeMap<&str, usize> = BTreeMap::new();
+        let (mut received, mut sent, mut frames, mut bytes, mut buffered, mut produced, mut perr) =
+            (0u64, 0u64, 0u64, 0u64, 0usize, 0u64, 0u64);
+        let mut paused = 0usize;
+        for r in &sessions {
+            *by_kind.entry(r.meta.kind).or_default() += 1;
+            received += r.received;
+            sent += r.sent;
+            bytes += r.bytes;
+            buffered += r.buffered_bytes;
+            produced += r.produced;
+            perr += r.produce_errors;
+            paused += usize::from(r.paused);
+        }
+        if let Ok(s) = self.sessions.lock() {
+            frames = s.values().map(|e| e.stats.frames.load(Relaxed)).sum();
+        }
+        let c = &self.closed;
+        let mut out = String::with_capacity(2048);
+        let mut metric = |name: &str, kind: &str, help: &str, value: String| {
+            let _ = writeln!(out, "# HELP {name} {help}\n# TYPE {name} {kind}\n{name} {value}");
+        };
+        metric(
+            "kafka_proxy_kafka_ready",
+            "gauge",
+            "1 when Kafka answers metadata requests.",
+            u8::from(kafka_ready).to_string(),
+        );
+        metric(
+            "kafka_proxy_connections_total",
+            "counter",
+            "WebSocket sessions accepted.",
+            self.connections_total.load(Relaxed).to_string(),
+        );
+        metric(
+            "kafka_proxy_rejected_total",
+            "counter",
+            "Requests refused before the upgrade (auth, bad parameters, limits).",
+            self.rejected_total.load(Relaxed).to_string(),
+        );
+        metric(
+            "kafka_proxy_records_received_total",
+            "counter",
+            "Records read from Kafka for consume sessions.",
+            (received + c.received.load(Relaxed)).to_string(),
+        );
+        metric(
+            "kafka_proxy_records_sent_total",
+            "counter",
+            "Records written to consume sockets.",
+            (sent + c.sent.load(Relaxed)).to_string(),
+        );
+        metric(
+            "kafka_proxy_frames_sent_total",
+            "counter",
+            "Record frames written to consume sockets.",
+            (frames + c.frames.load(Relaxed)).to_string(),
+        );
+        metric(
+            "kafka_proxy_bytes_sent_total",
+            "counter",
+            "Record frame bytes written to consume sockets.",
+            (bytes + c.bytes.load(Relaxed)).to_string(),
+        );
+        metric(
+            "kafka_proxy_buffered_bytes",
+            "gauge",
+            "Bytes held by the proxy for consume sessions.",
+            buffered.to_string(),
+        );
+        metric(
+            "kafka_proxy_paused_sessions",
+            "gauge",
+            "Consume sessions whose fetching is paused by backpressure.",
+            paused.to_string(),
+        );
+        metric(
+            "kafka_proxy_records_produced_total",
+            "counter",
+            "Records produced and acknowledged by Kafka.",
+            (produced + c.produced.load(Relaxed)).to_string(),
+        );
+        metric(
+            "kafka_proxy_produce_errors_total",
+            "counter",
+            "Records that failed to produce.",
+            (perr + c.produce_errors.load(Relaxed)).to_string(),
+        );
+        let _ = writeln!(
+            out,
+            "# HELP kafka_proxy_sessions Open sessions by kind.\n# TYPE kafka_proxy_sessions gauge"
+        );
+        for kind in ["seed", "consume", "produce", "tail"] {
+            let n = by_kind.get(kind).copied().unwrap_or(0);
+            let _ = writeln!(out, "kafka_proxy_sessions{{kind=\"{kind}\"}} {n}");
+        }
+        out
+    }
+
+    /// The seed's periodic stats: one log line per group and topic.
+    pub async fn stats_log(self: Arc<Self>, every: Duration) {
+        let mut last: HashMap<(String, String), u64> = HashMap::new();
+        let mut tick = tokio::time::interval(every);
+        tick.tick().await;
+        loop {
+            tick.tick().await;
+            let mut groups: BTreeMap<(String, String), (u64, u64, u64, usize)> = BTreeMap::new();
+            for r in self.sessions() {
+                let group = r.meta.group.clone().unwrap_or_else(|| "-".into());
+                for t in &r.meta.topics {
+                    let e = groups.entry((group.clone(), t.clone())).or_default();
+                    e.0 += r.received;
+                    e.1 += r.sent;
+                    e.2 += r.received.saturating_sub(r.sent);
+                    e.3 += 1;
+                }
+            }
+            for ((group, topic), (received, sent, backlog, sockets)) in &groups {
+                let prev = last.get(&(group.clone(), topic.clone())).copied().unwrap_or(0);
+                let rate = sent.saturating_sub(prev) as f64 / every.as_secs_f64();
+                tracing::info!(
+                    group = %group,
+                    topic = %topic,
+                    sockets,
+                    received,
+                    sent,
+                    backlog,
+                    msgs_per_sec = format!("{rate:.1}"),
+                    "stats"
+                );
+            }
+            last = groups.into_iter().map(|(k, v)| (k, v.1)).collect();
+        }
+    }
+}
+
+pub fn now_ms() -> i64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_millis() as i64)
+        .unwrap_or(0)
+}

@@ -1,0 +1,667 @@
+//! Consume side of the wire protocol: socket parameters, record frames and client control frames.
+
+use std::collections::HashMap;
+use std::io::Write;
+
+use base64::Engine;
+use serde::Deserialize;
+
+use super::{parse_int, validate_topic, ErrorCode, ProtocolError};
+
+/// Which records a session reads.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Assignment {
+    /// Join the consumer group for all partitions of the topics; Kafka balances them across sockets.
+    Group,
+    /// Read exactly these partitions of the (single) topic.
+    Partitions(Vec<i32>),
+}
+
+/// Where reading starts.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum StartAt {
+    /// The group's committed offset, or the configured reset policy when there is none.
+    Committed,
+    Earliest,
+    Latest,
+    /// This offset in every partition read (the seed's `offset=N`).
+    Offset(i64),
+    /// Per-partition offsets; partitions not named start at the committed offset.
+    Offsets(Vec<(i32, i64)>),
+    /// The first record at or after this Unix time in milliseconds.
+    Timestamp(i64),
+}
+
+/// When offsets are committed to Kafka.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum CommitMode {
+    /// After the frame holding the record has been written to the socket.
+    Auto,
+    /// Only what the client acknowledged (at-least-once).
+    Ack,
+    /// Never; the client keeps its own offsets.
+    None,
+}
+
+/// How keys, values and header values are put into JSON.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Encoding {
+    /// A JSON string of the UTF-8 text; invalid sequences become U+FFFD.
+    Text,
+    /// The bytes embedded as JSON when they parse as JSON, otherwise as `Text`.
+    Json,
+    /// Standard base64 with padding.
+    Base64,
+}
+
+/// The frame layout a socket receives.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Format {
+    /// The seed's `[{"message":"...","offset":N}, ...]`.
+    Seed,
+    /// `{"type":"records","batch":N,"records":[...]}` with full records.
+    V1(Encoding),
+}
+
+/// A validated consume request.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ConsumeRequest {
+    pub topics: Vec<String>,
+    pub group: Option<String>,
+    pub assignment: Assignment,
+    pub start: StartAt,
+    pub commit: CommitMode,
+    pub format: Format,
+    /// Most records delivered but not yet acknowledged (ack mode only).
+    pub window: usize,
+}
+
+pub const DEFAULT_WINDOW: usize = 1000;
+pub const MAX_WINDOW: usize = 1_000_000;
+
+fn required<'a>(q: &'a HashMap<String, String>, name: &str) -> Result<&'a str, ProtocolError> {
+    match q.get(name).map(|s| s.trim()) {
+        Some(s) if !s.is_empty() => Ok(s),
+        _ => Err(ProtocolError::bad_request(format!(
+            "missing required parameter {name}"
+        ))),
+    }
+}
+
+fn validate_group(group: &str) -> Result<(), ProtocolError> {
+    if group.len() > 255 || group.chars().any(char::is_control) {
+        return Err(ProtocolError::bad_request(
+            "consumer group must be at most 255 characters without control characters",
+        ));
+    }
+    Ok(())
+}
+
+fn parse_partition(raw: &str) -> Result<i32, ProtocolError> {
+    parse_int::<i32>("partition", raw).and_then(|p| {
+        if p < 0 {
+            Err(ProtocolError::bad_request("partition must be >= 0"))
+        } else {
+            Ok(p)
+        }
+    })
+}
+
+fn parse_offset(raw: &str) -> Result<i64, ProtocolError> {
+    parse_int::<i64>("offset", raw).and_then(|o| {
+        if o < 0 {
+            Err(ProtocolError::bad_request("offset must be >= 0"))
+        } else {
+            Ok(o)
+        }
+    })
+}
+
+/// Parses the seed's query: `topic`, `consumerGroup`, optional `offset` and `partition`.
+/// `default_partition` is the server's `partition` option.
+pub fn parse_seed(
+    q: &HashMap<String, String>,
+    default_partition: Option<i32>,
+) -> Result<ConsumeRequest, ProtocolError> {
+    let topic = required(q, "topic")?;
+    validate_topic(topic)?;
+    let group = required(q, "consumerGroup")?;
+    validate_group(group)?;
+    let partition = match q.get("partition") {
+        Some(p) => Some(parse_partition(p)?),
+        None => default_partition,
+    };
+    // The seed treated offset=0 as "absent"; here 0 means 0.
+    let start = match q.get("offset") {
+        Some(o) => StartAt::Offset(parse_offset(o)?),
+        None => StartAt::Committed,
+    };
+    Ok(ConsumeRequest {
+        topics: vec![topic.to_string()],
+        group: Some(group.to_string()),
+        assignment: match partition {
+            Some(p) => Assignment::Partitions(vec![p]),
+            None => Assignment::Group,
+        },
+        start,
+        commit: CommitMode::Auto,
+        format: Format::Seed,
+        window: DEFAULT_WINDOW,
+    })
+}
+
+/// Parses `/v1/consume` parameters; see docs/PROTOCOL.md.
+pub fn parse_v1(q: &HashMap<String, String>) -> Result<ConsumeRequest, ProtocolError> {
+    const KNOWN: &[&str] = &[
+        "topic",
+        "group",
+        "partition",
+        "from",
+        "offset",
+        "timestamp",
+        "commit",
+        "encoding",
+        "window",
+        "token",
+    ];
+    if let Some(k) = q.keys().find(|k| !KNOWN.contains(&k.as_str())) {
+        return Err(ProtocolError::bad_request(format!(
+            "unknown parameter {k:?}; known: {}",
+            KNOWN.join(", ")
+        )));
+    }
+    let topics: Vec<String> = required(q, "topic")?
+        .split(',')
+        .map(|t| t.trim().to_string())
+        .collect();
+    for t in &topics {
+        validate_topic(t)?;
+    }
+    let group = match q.get("group").map(|g| g.trim()) {
+        Some(g) if !g.is_empty() => {
+            validate_group(g)?;
+            Some(g.to_string())
+        }
+        _ => None,
+    };
+    let partitions: Option<Vec<i32>> = match q.get("partition") {
+        Some(p) => Some(
+            p.split(',')
+                .map(parse_partition)
+                .collect::<Result<_, _>>()?,
+        ),
+        None => None,
+    };
+    let assignment = match partitions {
+        Some(ps) => {
+            if topics.len() != 1 {
+                return Err(ProtocolError::bad_request(
+                    "partition can only be given with a single topic",
+                ));
+            }
+            Assignment::Partitions(ps)
+        }
+        None => {
+            if group.is_none() {
+                return Err(ProtocolError::bad_request(
+                    "give group (consumer group over all partitions) or partition (explicit partitions)",
+                ));
+            }
+            Assignment::Group
+        }
+    };
+
+    let mut starts = Vec::new();
+    if let Some(from) = q.get("from") {
+        starts.push(match from.as_str() {
+            "earliest" => StartAt::Earliest,
+            "latest" => StartAt::Latest,
+            "committed" => StartAt::Committed,
+            other => {
+                return Err(ProtocolError::bad_request(format!(
+                    "from must be earliest, latest or committed, got {other:?}"
+                )))
+            }
+        });
+    }
+    if let Some(o) = q.get("offset") {
+        starts.push(if o.contains(':') {
+            let mut per = Vec::new();
+            for pair in o.split(',') {
+                let (p, off) = pair.split_once(':').ok_or_else(|| {
+                    ProtocolError::bad_request("offset takes N or PARTITION:OFFSET,...")
+                })?;
+                per.push((parse_partition(p)?, parse_offset(off)?));
+            }
+            StartAt::Offsets(per)
+        } else {
+            StartAt::Offset(parse_offset(o)?)
+        });
+    }
+    if let Some(ts) = q.get("timestamp") {
+        starts.push(StartAt::Timestamp(parse_int::<i64>("timestamp", ts)?));
+    }
+    if starts.len() > 1 {
+        return Err(ProtocolError::bad_request(
+            "give at most one of from, offset and timestamp",
+        ));
+    }
+    let start = starts.pop().unwrap_or(StartAt::Committed);
+
+    let commit = match q.get("commit").map(String::as_str) {
+        None => {
+            if group.is_some() {
+                CommitMode::Auto
+            } else {
+                CommitMode::None
+            }
+        }
+        Some("auto") => CommitMode::Auto,
+        Some("ack") => CommitMode::Ack,
+        Some("none") => CommitMode::None,
+        Some(other) => {
+            return Err(ProtocolError::bad_request(format!(
+                "commit must be auto, ack or none, got {other:?}"
+            )))
+        }
+    };
+    if commit != CommitMode::None && group.is_none() {
+        return Err(ProtocolError::bad_request(
+            "commit=auto and commit=ack need a group to commit to",
+        ));
+    }
+    if start == StartAt::Committed && group.is_none() {
+        return Err(ProtocolError::bad_request(
+            "without a group there are no committed offsets: give from, offset or timestamp",
+        ));
+    }
+    let encoding = match q.get("encoding").map(String::as_str) {
+        None | Some("text") => Encoding::Text,
+        Some("json") => Encoding::Json,
+        Some("base64") => Encoding::Base64,
+        Some(other) => {
+            return Err(ProtocolError::bad_request(format!(
+                "encoding must be text, json or base64, got {other:?}"
+            )))
+        }
+    };
+    let window = match q.get("window") {
+        Some(w) => {
+            let w = parse_int::<usize>("window", w)?;
+            if w == 0 || w > MAX_WINDOW {
+                return Err(ProtocolError::bad_request(format!(
+                    "window must be between 1 and {MAX_WINDOW}"
+                )));
+            }
+            w
+        }
+        None => DEFAULT_WINDOW,
+    };
+    Ok(ConsumeRequest {
+        topics,
+        group,
+        assignment,
+        start,
+        commit,
+        format: Format::V1(encoding),
+        window,
+    })
+}
+
+/// One record as the encoder needs it, borrowed from the Kafka message without copying.
+#[derive(Debug, Clone, Copy)]
+pub struct RecordView<'a> {
+    pub topic: &'a str,
+    pub partition: i32,
+    pub offset: i64,
+    pub timestamp: Option<i64>,
+    pub key: Option<&'a [u8]>,
+    pub headers: &'a [(&'a str, Option<&'a [u8]>)],
+    pub value: Option<&'a [u8]>,
+}
+
+/// Builds one batch frame in place; the session calls `push` per record and `finish` per frame.
+#[derive(Debug)]
+pub struct BatchWriter {
+    format: Format,
+    buf: Vec<u8>,
+    count: usize,
+}
+
+impl BatchWriter {
+    pub fn new(format: Format) -> Self {
+        BatchWriter {
+            format,
+            buf: Vec::with_capacity(16 * 1024),
+            count: 0,
+        }
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.count == 0
+    }
+
+    pub fn len(&self) -> usize {
+        self.count
+    }
+
+    /// Bytes encoded so far (what `maxBytes` bounds).
+    pub fn bytes(&self) -> usize {
+        self.buf.len()
+    }
+
+    /// Appends one record. `batch` is the frame's sequence number (v1 only).
+    pub fn push(&mut self, batch: u64, r: &RecordView<'_>) {
+        if self.count == 0 {
+            self.buf.clear();
+            match self.format {
+                Format::Seed => self.buf.push(b'['),
+                Format::V1(_) => {
+                    let _ = write!(
+                        self.buf,
+                        "{{\"type\":\"records\",\"batch\":{batch},\"records\":["
+                    );
+                }
+            }
+        } else {
+            self.buf.push(b',');
+        }
+        self.count += 1;
+        match self.format {
+            Format::Seed => {
+                self.buf.extend_from_slice(b"{\"message\":");
+                write_bytes(&mut self.buf, r.value, Encoding::Text);
+                let _ = write!(self.buf, ",\"offset\":{}}}", r.offset);
+            }
+            Format::V1(enc) => {
+                self.buf.extend_from_slice(b"{\"topic\":");
+                write_str(&mut self.buf, r.topic);
+                let _ = write!(
+                    self.buf,
+                    ",\"partition\":{},\"offset\":{},\"timestamp\":",
+                    r.partition, r.offset
+                );
+                match r.timestamp {
+                    Some(ts) => {
+                        let _ = write!(self.buf, "{ts}");
+                    }
+                    None => self.buf.extend_from_slice(b"null"),
+                }
+                self.buf.extend_from_slice(b",\"key\":");
+                write_bytes(&mut self.buf, r.key, enc);
+                self.buf.extend_from_slice(b",\"headers\":[");
+                for (i, (k, v)) in r.headers.iter().enumerate() {
+                    if i > 0 {
+                        self.buf.push(b',');
+                    }
+                    self.buf.extend_from_slice(b"{\"key\":");
+                    write_str(&mut self.buf, k);
+                    self.buf.extend_from_slice(b",\"value\":");
+                    write_bytes(&mut self.buf, *v, enc);
+                    self.buf.push(b'}');
+                }
+                self.buf.extend_from_slice(b"],\"value\":");
+                write_bytes(&mut self.buf, r.value, enc);
+                self.buf.push(b'}');
+            }
+        }
+    }
+
+    /// Closes the frame and hands it out; the writer is ready for the next batch.
+    pub fn finish(&mut self) -> String {
+        match self.format {
+            Format::Seed => self.buf.push(b']'),
+            Format::V1(_) => self.buf.extend_from_slice(b"]}"),
+        }
+        self.count = 0;
+        let cap = self.buf.capacity().min(1 << 20);
+        let out = std::mem::replace(&mut self.buf, Vec::with_capacity(cap));
+        // Every byte written is valid UTF-8: JSON punctuation, numbers, escaped strings.
+        String::from_utf8(out).unwrap_or_else(|e| String::from_utf8_lossy(e.as_bytes()).into_owned())
+    }
+}
+
+fn write_str(buf: &mut Vec<u8>, s: &str) {
+    // serde_json's string escaping matches JavaScript's JSON.stringify for valid UTF-8.
+    let _ = serde_json::to_writer(&mut *buf, s);
+}
+
+fn write_bytes(buf: &mut Vec<u8>, bytes: Option<&[u8]>, enc: Encoding) {
+    let Some(bytes) = bytes else {
+        buf.extend_from_slice(b"null");
+        return;
+    };
+    match enc {
+        Encoding::Text => write_str(buf, &String::from_utf8_lossy(bytes)),
+        Encoding::Json => {
+            if serde_json::from_slice::<serde::de::IgnoredAny>(bytes).is_ok() {
+                // Valid JSON is embedded as-is, minus surrounding whitespace.
+                buf.extend_from_slice(bytes.trim_ascii());
+            } else {
+                write_str(buf, &String::from_utf8_lossy(bytes));
+            }
+        }
+        Encoding::Base64 => {
+            buf.push(b'"');
+            let start = buf.len();
+            let n = base64::encoded_len(bytes.len(), true).unwrap_or(0);
+            buf.resize(start + n, 0);
+            let _ =
+                base64::engine::general_purpose::STANDARD.encode_slice(bytes, &mut buf[start..]);
+            buf.push(b'"');
+        }
+    }
+}
+
+/// Frames a v1 client sends on a consume socket.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum ClientFrame {
+    /// Everything in batches up to and including `batch` is processed.
+    AckBatch(u64),
+    /// Everything up to and including `offset` in this partition is processed.
+    AckOffset {
+        topic: String,
+        partition: i32,
+        offset: i64,
+    },
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawClientFrame {
+    #[serde(rename = "type")]
+    kind: String,
+    batch: Option<u64>,
+    topic: Option<String>,
+    partition: Option<i32>,
+    offset: Option<i64>,
+}
+
+/// Parses a text frame from a v1 consume client.
+pub fn parse_client_frame(text: &str) -> Result<ClientFrame, ProtocolError> {
+    let raw: RawClientFrame = serde_json::from_str(text)
+        .map_err(|e| ProtocolError::bad_request(format!("invalid control frame: {e}")))?;
+    match raw.kind.as_str() {
+        "ack" => match (raw.batch, raw.topic, raw.partition, raw.offset) {
+            (Some(b), None, None, None) => Ok(ClientFrame::AckBatch(b)),
+            (None, Some(topic), Some(partition), Some(offset)) => Ok(ClientFrame::AckOffset {
+                topic,
+                partition,
+                offset,
+            }),
+            _ => Err(ProtocolError::bad_request(
+                "ack takes {\"batch\":N} or {\"topic\":T,\"partition\":P,\"offset\":N}",
+            )),
+        },
+        other => Err(ProtocolError::bad_request(format!(
+            "unknown control frame type {other:?}; known: ack"
+        ))),
+    }
+}
+
+/// `{"type":"assigned"|"revoked","partitions":[{"topic":..,"partition":..}]}`.
+pub fn partitions_frame(kind: &str, partitions: &[(String, i32)]) -> String {
+    let mut buf = Vec::with_capacity(64 + partitions.len() * 32);
+    let _ = write!(buf, "{{\"type\":\"{kind}\",\"partitions\":[");
+    for (i, (t, p)) in partitions.iter().enumerate() {
+        if i > 0 {
+            buf.push(b',');
+        }
+        buf.extend_from_slice(b"{\"topic\":");
+        write_str(&mut buf, t);
+        let _ = write!(buf, ",\"partition\":{p}}}");
+    }
+    buf.extend_from_slice(b"]}");
+    String::from_utf8_lossy(&buf).into_owned()
+}
+
+impl ErrorCode {
+    /// Errors after the upgrade that end the session, as opposed to a reply frame.
+    pub fn is_fatal_for_consume(self) -> bool {
+        !matches!(self, ErrorCode::BadRequest | ErrorCode::BadAck)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn q(pairs: &[(&str, &str)]) -> HashMap<String, String> {
+        pairs
+            .iter()
+            .map(|(k, v)| (k.to_string(), v.to_string()))
+            .collect()
+    }
+
+    fn rec<'a>(offset: i64, value: Option<&'a [u8]>) -> RecordView<'a> {
+        RecordView {
+            topic: "t",
+            partition: 0,
+            offset,
+            timestamp: Some(5),
+            key: None,
+            headers: &[],
+            value,
+        }
+    }
+
+    #[test]
+    fn seed_frame_is_byte_exact() {
+        let mut w = BatchWriter::new(Format::Seed);
+        w.push(0, &rec(225107, Some(b"hello one")));
+        w.push(0, &rec(225108, Some(b"say \"hi\"\n\\/\x01 \xc3\xa9")));
+        assert_eq!(
+            w.finish(),
+            "[{\"message\":\"hello one\",\"offset\":225107},{\"message\":\"say \\\"hi\\\"\\n\\\\/\\u0001 é\",\"offset\":225108}]"
+        );
+        assert!(w.is_empty());
+    }
+
+    #[test]
+    fn seed_null_and_binary() {
+        let mut w = BatchWriter::new(Format::Seed);
+        w.push(0, &rec(1, None));
+        w.push(0, &rec(2, Some(&[0xff, b'a'])));
+        assert_eq!(
+            w.finish(),
+            "[{\"message\":null,\"offset\":1},{\"message\":\"\u{fffd}a\",\"offset\":2}]"
+        );
+    }
+
+    #[test]
+    fn v1_record_all_fields_and_encodings() {
+        let headers = [("h", Some(&b"v"[..])), ("n", None)];
+        let r = RecordView {
+            topic: "t",
+            partition: 2,
+            offset: 9,
+            timestamp: Some(1700),
+            key: Some(b"k"),
+            headers: &headers,
+            value: Some(b"{\"a\": 1}"),
+        };
+        let mut w = BatchWriter::new(Format::V1(Encoding::Json));
+        w.push(3, &r);
+        assert_eq!(
+            w.finish(),
+            r#"{"type":"records","batch":3,"records":[{"topic":"t","partition":2,"offset":9,"timestamp":1700,"key":"k","headers":[{"key":"h","value":"v"},{"key":"n","value":null}],"value":{"a": 1}}]}"#
+        );
+        let mut w = BatchWriter::new(Format::V1(Encoding::Base64));
+        w.push(4, &RecordView { value: Some(&[0, 255]), headers: &[], ..r });
+        let s = w.finish();
+        assert!(s.contains(r#""key":"aw==""#), "{s}");
+        assert!(s.contains(r#""value":"AP8=""#), "{s}");
+        let v: serde_json::Value = serde_json::from_str(&s).unwrap();
+        assert_eq!(v["records"][0]["offset"], 9);
+    }
+
+    #[test]
+    fn seed_params() {
+        let r = parse_seed(&q(&[("topic", "t"), ("consumerGroup", "g"), ("offset", "0")]), None)
+            .unwrap();
+        assert_eq!(r.start, StartAt::Offset(0));
+        assert_eq!(r.assignment, Assignment::Group);
+        let r = parse_seed(&q(&[("topic", "t"), ("consumerGroup", "g")]), Some(3)).unwrap();
+        assert_eq!(r.assignment, Assignment::Partitions(vec![3]));
+        assert_eq!(r.start, StartAt::Committed);
+        for bad in [
+            q(&[("consumerGroup", "g")]),
+            q(&[("topic", "t")]),
+            q(&[("topic", "t"), ("consumerGroup", "g"), ("offset", "-1")]),
+            q(&[("topic", "t"), ("consumerGroup", "g"), ("offset", "x")]),
+            q(&[("topic", "t"), ("consumerGroup", "g"), ("partition", "-2")]),
+            q(&[("topic", "bad topic"), ("consumerGroup", "g")]),
+        ] {
+            assert_eq!(parse_seed(&bad, None).unwrap_err().code, ErrorCode::BadRequest);
+        }
+    }
+
+    #[test]
+    fn v1_params() {
+        let r = parse_v1(&q(&[("topic", "a,b"), ("group", "g"), ("commit", "ack")])).unwrap();
+        assert_eq!(r.topics, vec!["a", "b"]);
+        assert_eq!(r.commit, CommitMode::Ack);
+        let r = parse_v1(&q(&[("topic", "a"), ("partition", "0,1"), ("offset", "0:5,1:7")])).unwrap();
+        assert_eq!(r.start, StartAt::Offsets(vec![(0, 5), (1, 7)]));
+        assert_eq!(r.commit, CommitMode::None);
+        assert!(parse_v1(&q(&[("topic", "a")])).is_err());
+        assert!(parse_v1(&q(&[("topic", "a"), ("partition", "0")])).is_err());
+        assert!(parse_v1(&q(&[("topic", "a"), ("group", "g"), ("bogus", "1")])).is_err());
+        assert!(parse_v1(&q(&[("topic", "a"), ("group", "g"), ("from", "x")])).is_err());
+        assert!(parse_v1(&q(&[("topic", "a"), ("group", "g"), ("window", "0")])).is_err());
+        assert!(parse_v1(&q(&[
+            ("topic", "a"),
+            ("group", "g"),
+            ("from", "earliest"),
+            ("offset", "3")
+        ]))
+        .is_err());
+    }
+
+    #[test]
+    fn client_frames() {
+        assert_eq!(
+            parse_client_frame(r#"{"type":"ack","batch":4}"#).unwrap(),
+            ClientFrame::AckBatch(4)
+        );
+        assert_eq!(
+            parse_client_frame(r#"{"type":"ack","topic":"t","partition":1,"offset":9}"#).unwrap(),
+            ClientFrame::AckOffset {
+                topic: "t".into(),
+                partition: 1,
+                offset: 9
+            }
+        );
+        assert!(parse_client_frame("nope").is_err());
+        assert!(parse_client_frame(r#"{"type":"ack"}"#).is_err());
+        assert!(parse_client_frame(r#"{"type":"dance"}"#).is_err());
+    }
+
+    #[test]
+    fn partitions_frame_shape() {
+        assert_eq!(
+            partitions_frame("assigned", &[("t".into(), 0), ("t".into(), 1)]),
+            r#"{"type":"assigned","partitions":[{"topic":"t","partition":0},{"topic":"t","partition":1}]}"#
+        );
+    }
+}

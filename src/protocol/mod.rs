@@ -1,0 +1,249 @@
+//! The wire protocol: request parameters, frames and error codes. Pure: no I/O, no Kafka.
+//!
+//! Everything a client can see is defined here so `docs/PROTOCOL.md` has one source to follow.
+
+pub mod consume;
+pub mod produce;
+
+use serde::Serialize;
+
+/// Every error a client can receive, before the upgrade (HTTP status + JSON body) or after it
+/// (an error frame and/or a WebSocket close code). The close code is always 4000 + HTTP status.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum ErrorCode {
+    /// A query parameter or control frame is malformed.
+    BadRequest,
+    /// No or wrong credentials.
+    Unauthorized,
+    /// The principal may not use this topic.
+    Forbidden,
+    /// The topic does not exist in Kafka.
+    UnknownTopic,
+    /// The partition does not exist in the topic.
+    UnknownPartition,
+    /// A client frame or record is larger than the configured limit.
+    TooLarge,
+    /// A requested offset is outside the partition's range.
+    OffsetOutOfRange,
+    /// An ack names an offset or batch that was never delivered on this socket.
+    BadAck,
+    /// A connection or session limit is reached.
+    LimitReached,
+    /// An unexpected proxy fault.
+    Internal,
+    /// Kafka answered with an error for this request.
+    KafkaError,
+    /// Kafka cannot be reached.
+    KafkaUnavailable,
+    /// The proxy is shutting down.
+    ShuttingDown,
+}
+
+impl ErrorCode {
+    pub const ALL: [ErrorCode; 13] = [
+        ErrorCode::BadRequest,
+        ErrorCode::Unauthorized,
+        ErrorCode::Forbidden,
+        ErrorCode::UnknownTopic,
+        ErrorCode::UnknownPartition,
+        ErrorCode::TooLarge,
+        ErrorCode::OffsetOutOfRange,
+        ErrorCode::BadAck,
+        ErrorCode::LimitReached,
+        ErrorCode::Internal,
+        ErrorCode::KafkaError,
+        ErrorCode::KafkaUnavailable,
+        ErrorCode::ShuttingDown,
+    ];
+
+    /// The stable machine-readable name used in JSON bodies and error frames.
+    pub fn name(self) -> &'static str {
+        match self {
+            ErrorCode::BadRequest => "bad_request",
+            ErrorCode::Unauthorized => "unauthorized",
+            ErrorCode::Forbidden => "forbidden",
+            ErrorCode::UnknownTopic => "unknown_topic",
+            ErrorCode::UnknownPartition => "unknown_partition",
+            ErrorCode::TooLarge => "too_large",
+            ErrorCode::OffsetOutOfRange => "offset_out_of_range",
+            ErrorCode::BadAck => "bad_ack",
+            ErrorCode::LimitReached => "limit_reached",
+            ErrorCode::Internal => "internal_error",
+            ErrorCode::KafkaError => "kafka_error",
+            ErrorCode::KafkaUnavailable => "kafka_unavailable",
+            ErrorCode::ShuttingDown => "shutting_down",
+        }
+    }
+
+    pub fn http_status(self) -> u16 {
+        match self {
+            ErrorCode::BadRequest => 400,
+            ErrorCode::Unauthorized => 401,
+            ErrorCode::Forbidden => 403,
+            ErrorCode::UnknownTopic => 404,
+            ErrorCode::UnknownPartition => 404,
+            ErrorCode::TooLarge => 413,
+            ErrorCode::OffsetOutOfRange => 416,
+            ErrorCode::BadAck => 422,
+            ErrorCode::LimitReached => 429,
+            ErrorCode::Internal => 500,
+            ErrorCode::KafkaError => 502,
+            ErrorCode::KafkaUnavailable => 503,
+            ErrorCode::ShuttingDown => 503,
+        }
+    }
+
+    /// WebSocket close code: 4000 + HTTP status, except that shutdown uses the standard 1001.
+    pub fn close_code(self) -> u16 {
+        match self {
+            ErrorCode::ShuttingDown => 1001,
+            // 4404 for both unknown topic and partition would hide which; partitions get 4405.
+            ErrorCode::UnknownPartition => 4405,
+            other => 4000 + other.http_status(),
+        }
+    }
+}
+
+/// An error with a human-readable reason, as the client sees it.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("{}: {message}", code.name())]
+pub struct ProtocolError {
+    pub code: ErrorCode,
+    pub message: String,
+}
+
+impl ProtocolError {
+    pub fn new(code: ErrorCode, message: impl Into<String>) -> Self {
+        ProtocolError {
+            code,
+            message: message.into(),
+        }
+    }
+
+    pub fn bad_request(message: impl Into<String>) -> Self {
+        Self::new(ErrorCode::BadRequest, message)
+    }
+
+    /// The JSON body of an HTTP error response: `{"error":{"code":"...","message":"..."}}`.
+    pub fn http_body(&self) -> String {
+        #[derive(Serialize)]
+        struct Inner<'a> {
+            code: &'static str,
+            message: &'a str,
+        }
+        #[derive(Serialize)]
+        struct Body<'a> {
+            error: Inner<'a>,
+        }
+        serde_json::to_string(&Body {
+            error: Inner {
+                code: self.code.name(),
+                message: &self.message,
+            },
+        })
+        .unwrap_or_else(|_| String::from("{\"error\":{\"code\":\"internal_error\"}}"))
+    }
+
+    /// An error frame: `{"type":"error","code":"...","message":"..."}`.
+    pub fn frame(&self) -> String {
+        self.frame_with_id(None)
+    }
+
+    /// An error frame that names the client's record or request id.
+    pub fn frame_with_id(&self, id: Option<&serde_json::Value>) -> String {
+        #[derive(Serialize)]
+        struct Frame<'a> {
+            #[serde(rename = "type")]
+            kind: &'static str,
+            #[serde(skip_serializing_if = "Option::is_none")]
+            id: Option<&'a serde_json::Value>,
+            code: &'static str,
+            message: &'a str,
+        }
+        serde_json::to_string(&Frame {
+            kind: "error",
+            id,
+            code: self.code.name(),
+            message: &self.message,
+        })
+        .unwrap_or_else(|_| String::from("{\"type\":\"error\",\"code\":\"internal_error\"}"))
+    }
+
+    /// A close reason fits in 123 bytes (RFC 6455); cut on a char boundary.
+    pub fn close_reason(&self) -> String {
+        let mut s = format!("{}: {}", self.code.name(), self.message);
+        if s.len() > 123 {
+            let mut cut = 123;
+            while !s.is_char_boundary(cut) {
+                cut -= 1;
+            }
+            s.truncate(cut);
+        }
+        s
+    }
+}
+
+/// Parses a non-negative integer parameter with a clear message.
+pub(crate) fn parse_int<T: std::str::FromStr>(name: &str, raw: &str) -> Result<T, ProtocolError> {
+    raw.trim().parse::<T>().map_err(|_| {
+        ProtocolError::bad_request(format!("{name} must be a non-negative integer, got {raw:?}"))
+    })
+}
+
+/// Kafka's legal topic names: 1-249 of `[a-zA-Z0-9._-]`, not `.` or `..`.
+pub fn validate_topic(topic: &str) -> Result<(), ProtocolError> {
+    let ok = !topic.is_empty()
+        && topic.len() <= 249
+        && topic != "."
+        && topic != ".."
+        && topic
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || b == b'.' || b == b'_' || b == b'-');
+    if ok {
+        Ok(())
+    } else {
+        Err(ProtocolError::bad_request(format!(
+            "invalid topic name {topic:?}: use 1-249 characters of [a-zA-Z0-9._-]"
+        )))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::collections::HashSet;
+
+    #[test]
+    fn close_codes_are_distinct_and_in_range() {
+        let mut seen = HashSet::new();
+        for c in ErrorCode::ALL {
+            let cc = c.close_code();
+            assert!(cc == 1001 || (4000..5000).contains(&cc), "{c:?}");
+            assert!(seen.insert(cc), "duplicate close code {cc}");
+        }
+    }
+
+    #[test]
+    fn close_reason_is_bounded() {
+        let e = ProtocolError::bad_request("é".repeat(200));
+        assert!(e.close_reason().len() <= 123);
+    }
+
+    #[test]
+    fn http_body_shape() {
+        let e = ProtocolError::new(ErrorCode::UnknownTopic, "topic \"x\" does not exist");
+        assert_eq!(
+            e.http_body(),
+            r#"{"error":{"code":"unknown_topic","message":"topic \"x\" does not exist"}}"#
+        );
+    }
+
+    #[test]
+    fn topic_names() {
+        assert!(validate_topic("a.b_c-1").is_ok());
+        assert!(validate_topic("").is_err());
+        assert!(validate_topic("..").is_err());
+        assert!(validate_topic("a b").is_err());
+        assert!(validate_topic(&"a".repeat(250)).is_err());
+    }
+}

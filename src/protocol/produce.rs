@@ -1,0 +1,1 @@
+//! Produce side of the wire protocol (filled in by the produce work).

@@ -1,0 +1,703 @@
+//! Consume session: one socket's Kafka consumer, batching, credits, backpressure and commits.
+//!
+//! Data flows one way: Kafka consumer -> this loop (offsets, window, batching) -> encoder
+//! (`protocol::consume::BatchWriter`) -> writer task -> socket. The reader task sends the client's
+//! control frames back in. Offsets are stored for commit only after their frame was written
+//! (`auto`) or acknowledged (`ack`), so nothing is skipped.
+
+use std::collections::VecDeque;
+use std::sync::atomic::{AtomicI64, AtomicUsize, Ordering::Relaxed};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use axum::extract::ws::{CloseFrame, Message, WebSocket};
+use futures::stream::{SplitSink, SplitStream};
+use futures::{SinkExt, StreamExt};
+use rdkafka::consumer::{Consumer, StreamConsumer};
+use rdkafka::message::{BorrowedMessage, Headers, Message as _, OwnedMessage};
+use tokio::sync::mpsc;
+
+use crate::config::Config;
+use crate::kafka::{Kafka, RebalanceEvent, SessionContext};
+use crate::metrics::{now_ms, SessionStats};
+use crate::protocol::consume::{
+    parse_client_frame, partitions_frame, Assignment, BatchWriter, ClientFrame, CommitMode,
+    ConsumeRequest, Format, RecordView,
+};
+use crate::protocol::{ErrorCode, ProtocolError};
+use crate::shutdown::Shutdown;
+
+/// Frames queued to the writer task beyond the one being written. Small on purpose: the socket's
+/// own buffer is the queue, and backpressure must reach Kafka quickly.
+const WRITER_QUEUE: usize = 2;
+
+/// What the session hands the writer task.
+pub enum Outbound {
+    /// A text frame; `batch` is set for record frames so the session learns when it was written.
+    Text { text: String, batch: Option<u64> },
+    /// A close frame, after everything queued before it.
+    Close(u16, String),
+}
+
+/// What the reader task reports.
+enum Inbound {
+    Frame(ClientFrame),
+    /// A malformed frame: answered with an error frame, the socket stays open.
+    Bad(ProtocolError),
+    /// A frame larger than allowed: the socket is closed with 4413.
+    TooLarge(String),
+    Closed,
+}
+
+/// Shared with the writer and reader tasks.
+pub struct Shared {
+    /// Bytes of frames queued to or being written by the writer task.
+    pub queued_bytes: AtomicUsize,
+    /// Last time the peer sent anything (ms since epoch), for dead-peer detection.
+    pub last_seen_ms: AtomicI64,
+}
+
+/// Splits the socket and runs the writer task: frames in order, pings on a timer.
+pub fn spawn_writer(
+    sink: SplitSink<WebSocket, Message>,
+    ping_interval: Duration,
+    shared: Arc<Shared>,
+) -> (
+    mpsc::Sender<Outbound>,
+    mpsc::UnboundedReceiver<u64>,
+    tokio::task::JoinHandle<()>,
+) {
+    let (tx, rx) = mpsc::channel(WRITER_QUEUE);
+    let (written_tx, written_rx) = mpsc::unbounded_channel();
+    let handle = tokio::spawn(writer(sink, rx, written_tx, ping_interval, shared));
+    (tx, written_rx, handle)
+}
+
+async fn writer(
+    mut sink: SplitSink<WebSocket, Message>,
+    mut rx: mpsc::Receiver<Outbound>,
+    written: mpsc::UnboundedSender<u64>,
+    ping_interval: Duration,
+    shared: Arc<Shared>,
+) {
+    let mut ping = tokio::time::interval(ping_interval);
+    ping.tick().await;
+    loop {
+        tokio::select! {
+            out = rx.recv() => match out {
+                Some(Outbound::Text { text, batch }) => {
+                    let len = text.len();
+                    let r = sink.send(Message::Text(text.into())).await;
+                    shared.queued_bytes.fetch_sub(len, Relaxed);
+                    if r.is_err() {
+                        break;
+                    }
+                    if let Some(b) = batch {
+                        let _ = written.send(b);
+                    }
+                }
+                Some(Outbound::Close(code, reason)) => {
+                    let _ = sink
+                        .send(Message::Close(Some(CloseFrame { code, reason: reason.into() })))
+                        .await;
+                    let _ = sink.flush().await;
+                    break;
+                }
+                None => break,
+            },
+            _ = ping.tick() => {
+                if sink.send(Message::Ping(Default::default())).await.is_err() {
+                    break;
+                }
+            }
+        }
+    }
+}
+
+fn spawn_reader(
+    mut stream: SplitStream<WebSocket>,
+    format: Format,
+    shared: Arc<Shared>,
+) -> mpsc::Receiver<Inbound> {
+    let (tx, rx) = mpsc::channel(16);
+    tokio::spawn(async move {
+        while let Some(msg) = stream.next().await {
+            shared.last_seen_ms.store(now_ms(), Relaxed);
+            let inbound = match msg {
+                Ok(Message::Text(t)) => match format {
+                    // Seed clients never sent anything meaningful; their frames are ignored.
+                    Format::Seed => continue,
+                    Format::V1(_) => match parse_client_frame(t.as_str()) {
+                        Ok(f) => Inbound::Frame(f),
+                        Err(e) => Inbound::Bad(e),
+                    },
+                },
+                Ok(Message::Binary(_)) => match format {
+                    Format::Seed => continue,
+                    Format::V1(_) => Inbound::Bad(ProtocolError::bad_request(
+                        "binary frames are not accepted on a consume socket; send JSON text",
+                    )),
+                },
+                Ok(Message::Ping(_)) | Ok(Message::Pong(_)) => continue,
+                Ok(Message::Close(_)) => Inbound::Closed,
+                Err(e) => {
+                    let text = e.to_string();
+                    if text.contains("too long") || text.contains("Space limit") {
+                        Inbound::TooLarge(text)
+                    } else {
+                        Inbound::Closed
+                    }
+                }
+            };
+            let end = matches!(inbound, Inbound::Closed | Inbound::TooLarge(_));
+            if tx.send(inbound).await.is_err() || end {
+                return;
+            }
+        }
+        let _ = tx.send(Inbound::Closed).await;
+    });
+    rx
+}
+
+/// Offsets a frame carries for one partition.
+#[derive(Debug, Clone)]
+struct PartOffsets {
+    topic: String,
+    partition: i32,
+    last: i64,
+    count: usize,
+}
+
+/// A record frame on its way to, or delivered to, the client.
+#[derive(Debug, Default)]
+struct Batch {
+    seq: u64,
+    parts: Vec<PartOffsets>,
+    records: usize,
+}
+
+impl Batch {
+    fn add(&mut self, topic: &str, partition: i32, offset: i64) {
+        self.records += 1;
+        if let Some(p) = self
+            .parts
+            .iter_mut()
+            .find(|p| p.partition == partition && p.topic == topic)
+        {
+            p.last = offset;
+            p.count += 1;
+        } else {
+            self.parts.push(PartOffsets {
+                topic: topic.to_string(),
+                partition,
+                last: offset,
+                count: 1,
+            });
+        }
+    }
+}
+
+/// Everything one session needs from the server.
+#[derive(Clone)]
+pub struct Deps {
+    pub kafka: Arc<Kafka>,
+    pub config: Arc<Config>,
+    pub shutdown: Shutdown,
+}
+
+/// Runs a consume session until the client leaves, an error ends it, or the proxy shuts down.
+pub async fn consume(socket: WebSocket, req: ConsumeRequest, deps: Deps, stats: Arc<SessionStats>) {
+    let shared = Arc::new(Shared {
+        queued_bytes: AtomicUsize::new(0),
+        last_seen_ms: AtomicI64::new(now_ms()),
+    });
+    let (sink, stream) = socket.split();
+    let (out_tx, written_rx, writer) =
+        spawn_writer(sink, deps.config.ping_interval, shared.clone());
+    let inbound = spawn_reader(stream, req.format, shared.clone());
+
+    let end = match start(&req, &deps).await {
+        Ok((consumer, events_rx)) => {
+            let consumer = Arc::new(consumer);
+            let mut s = Session {
+                req: &req,
+                config: &deps.config,
+                consumer: &consumer,
+                stats: &stats,
+                shared: &shared,
+                out: &out_tx,
+                writer: BatchWriter::new(req.format),
+                current: Batch::default(),
+                next_seq: 1,
+                batch_started: None,
+                batch_full: false,
+                stash: VecDeque::new(),
+                stash_bytes: 0,
+                inflight: VecDeque::new(),
+                unacked: VecDeque::new(),
+                unacked_records: 0,
+                inflight_records: 0,
+                last_written: 0,
+                paused: false,
+            };
+            let end = s
+                .run(inbound, events_rx, written_rx, deps.shutdown.clone())
+                .await;
+            let commit = req.commit;
+            // Final commit and group leave block; keep them off the async workers.
+            let _ = tokio::task::spawn_blocking(move || {
+                if commit != CommitMode::None {
+                    let _ = consumer.commit_consumer_state(rdkafka::consumer::CommitMode::Sync);
+                }
+                drop(consumer);
+            })
+            .await;
+            end
+        }
+        Err(e) => End::Error(e),
+    };
+
+    let (code, reason) = match end {
+        End::ClientGone => (None, String::new()),
+        End::Shutdown => (Some(1001), "proxy shutting down".to_string()),
+        End::Error(e) => {
+            tracing::info!(code = e.code.name(), reason = %e.message, "consume session closed with error");
+            if matches!(req.format, Format::V1(_)) {
+                shared.queued_bytes.fetch_add(0, Relaxed);
+                let _ = out_tx
+                    .send(Outbound::Text {
+                        text: e.frame(),
+                        batch: None,
+                    })
+                    .await;
+            }
+            (Some(e.code.close_code()), e.close_reason())
+        }
+    };
+    if let Some(code) = code {
+        let _ = out_tx.send(Outbound::Close(code, reason)).await;
+    }
+    drop(out_tx);
+    let _ = tokio::time::timeout(Duration::from_secs(5), writer).await;
+    stats.set_buffered(0);
+}
+
+enum End {
+    ClientGone,
+    Shutdown,
+    Error(ProtocolError),
+}
+
+async fn start(
+    req: &ConsumeRequest,
+    deps: &Deps,
+) -> Result<
+    (
+        StreamConsumer<SessionContext>,
+        mpsc::UnboundedReceiver<RebalanceEvent>,
+    ),
+    ProtocolError,
+> {
+    let plan = deps
+        .kafka
+        .resolve_start(&req.topics, &req.assignment, &req.start)
+        .await?;
+    let (events_tx, events_rx) = mpsc::unbounded_channel();
+    let ctx = SessionContext::new(&plan, req.commit, events_tx.clone());
+    let explicit = match &req.assignment {
+        Assignment::Partitions(_) => Some(ctx.explicit_assignment(&plan.partitions)),
+        Assignment::Group => None,
+    };
+    let consumer = deps
+        .kafka
+        .session_consumer(req.group.as_deref(), req.commit, ctx)?;
+    match explicit {
+        Some(tpl) => {
+            let tpl = tpl.map_err(|e| ProtocolError::new(ErrorCode::KafkaError, e.to_string()))?;
+            consumer
+                .assign(&tpl)
+                .map_err(|e| ProtocolError::new(ErrorCode::KafkaError, e.to_string()))?;
+            let _ = events_tx.send(RebalanceEvent::Assigned(plan.partitions.clone()));
+        }
+        None => {
+            let topics: Vec<&str> = req.topics.iter().map(String::as_str).collect();
+            consumer
+                .subscribe(&topics)
+                .map_err(|e| ProtocolError::new(ErrorCode::KafkaError, e.to_string()))?;
+        }
+    }
+    Ok((consumer, events_rx))
+}
+
+struct Session<'a> {
+    req: &'a ConsumeRequest,
+    config: &'a Config,
+    consumer: &'a StreamConsumer<SessionContext>,
+    stats: &'a SessionStats,
+    shared: &'a Shared,
+    out: &'a mpsc::Sender<Outbound>,
+    /// The frame being built.
+    writer: BatchWriter,
+    /// Offsets in the frame being built.
+    current: Batch,
+    next_seq: u64,
+    batch_started: Option<Instant>,
+    /// The frame being built cannot take the next record (maxBytes or window reached).
+    batch_full: bool,
+    /// Records received while the frame was full, in order; bounded because fetching pauses.
+    stash: VecDeque<OwnedMessage>,
+    stash_bytes: usize,
+    /// Frames handed to the writer, not yet written.
+    inflight: VecDeque<Batch>,
+    inflight_records: usize,
+    /// Frames written but not acknowledged (ack mode).
+    unacked: VecDeque<Batch>,
+    unacked_records: usize,
+    /// Highest frame sequence written to the socket.
+    last_written: u64,
+    paused: bool,
+}
+
+impl Session<'_> {
+    async fn run(
+        &mut self,
+        mut inbound: mpsc::Receiver<Inbound>,
+        mut events: mpsc::UnboundedReceiver<RebalanceEvent>,
+        mut written: mpsc::UnboundedReceiver<u64>,
+        mut shutdown: Shutdown,
+    ) -> End {
+        let mut stream = self.consumer.stream();
+        let mut tick = tokio::time::interval(Duration::from_millis(500));
+        let dead_after = self.config.ping_interval.as_millis() as i64 * 3;
+        loop {
+            self.drain_stash();
+            self.update_flow();
+            let flush_ready = !self.writer.is_empty()
+                && (self.batch_full
+                    || self.config.idle_timeout.is_zero()
+                    || self
+                        .batch_started
+                        .is_some_and(|t| t.elapsed() >= self.config.idle_timeout));
+            let linger = self
+                .batch_started
+                .map(|t| t + self.config.idle_timeout)
+                .unwrap_or_else(Instant::now);
+            tokio::select! {
+                biased;
+                _ = shutdown.wait() => return End::Shutdown,
+                m = inbound.recv() => match m {
+                    Some(Inbound::Frame(f)) => {
+                        if let Err(e) = self.on_client_frame(f) {
+                            let _ = self.out.send(Outbound::Text { text: e.frame(), batch: None }).await;
+                        }
+                    }
+                    Some(Inbound::Bad(e)) => {
+                        let _ = self.out.send(Outbound::Text { text: e.frame(), batch: None }).await;
+                    }
+                    Some(Inbound::TooLarge(msg)) => {
+                        return End::Error(ProtocolError::new(ErrorCode::TooLarge, format!(
+                            "client frame over maxFrameBytes ({}): {msg}", self.config.max_frame_bytes)));
+                    }
+                    Some(Inbound::Closed) | None => return End::ClientGone,
+                },
+                ev = events.recv() => if let Some(ev) = ev { self.on_rebalance(ev).await },
+                seq = written.recv() => match seq {
+                    Some(seq) => self.on_written(seq),
+                    None => return End::ClientGone,
+                },
+                permit = self.out.reserve(), if flush_ready => match permit {
+                    Ok(permit) => {
+                        let text = self.writer.finish();
+                        let batch = std::mem::take(&mut self.current);
+                        self.shared.queued_bytes.fetch_add(text.len(), Relaxed);
+                        self.inflight_records += batch.records;
+                        permit.send(Outbound::Text { text, batch: Some(batch.seq) });
+                        self.inflight.push_back(batch);
+                        self.batch_started = None;
+                        self.batch_full = false;
+                    }
+                    Err(_) => return End::ClientGone,
+                },
+                m = stream.next() => match m {
+                    Some(Ok(m)) => self.on_message(&m),
+                    Some(Err(e)) => {
+                        if let Some(end) = classify_consumer_error(&e) {
+                            return End::Error(end);
+                        }
+                    }
+                    None => return End::Error(ProtocolError::new(ErrorCode::Internal, "consumer stream ended")),
+                },
+                _ = tokio::time::sleep_until(linger.into()), if !flush_ready && self.batch_started.is_some() => {}
+                _ = tick.tick() => {
+                    if now_ms() - self.shared.last_seen_ms.load(Relaxed) > dead_after {
+                        tracing::debug!("peer silent for three ping intervals; closing");
+                        return End::ClientGone;
+                    }
+                }
+            }
+        }
+    }
+
+    fn window_left(&self) -> usize {
+        if self.req.commit != CommitMode::Ack {
+            return usize::MAX;
+        }
+        self.req
+            .window
+            .saturating_sub(self.unacked_records + self.inflight_records + self.writer.len())
+    }
+
+    /// Whether the next record of `size` payload bytes fits in the frame being built.
+    fn fits(&self, size: usize) -> bool {
+        if self.window_left() == 0 {
+            return false;
+        }
+        // A frame always takes at least one record, so an oversize record never stalls.
+        self.writer.is_empty() || self.writer.bytes() + size + 64 <= self.config.max_bytes
+    }
+
+    fn on_message(&mut self, m: &BorrowedMessage<'_>) {
+        self.stats.received.fetch_add(1, Relaxed);
+        let size = m.payload_len() + m.key().map_or(0, <[u8]>::len);
+        if self.stash.is_empty() && self.fits(size) {
+            self.push(m);
+        } else {
+            self.batch_full = !self.writer.is_empty();
+            self.stash_bytes += size;
+            self.stash.push_back(m.detach());
+        }
+    }
+
+    fn push<M: rdkafka::Message>(&mut self, m: &M) {
+        let mut header_buf: Vec<(&str, Option<&[u8]>)> = Vec::new();
+        if let (Format::V1(_), Some(h)) = (self.req.format, m.headers()) {
+            header_buf.extend(h.iter().map(|h| (h.key, h.value)));
+        }
+        let view = RecordView {
+            topic: m.topic(),
+            partition: m.partition(),
+            offset: m.offset(),
+            timestamp: m.timestamp().to_millis(),
+            key: m.key(),
+            headers: &header_buf,
+            value: m.payload(),
+        };
+        if self.writer.is_empty() {
+            self.current.seq = self.next_seq;
+            self.next_seq += 1;
+            self.batch_started = Some(Instant::now());
+        }
+        self.writer.push(self.current.seq, &view);
+        self.current.add(view.topic, view.partition, view.offset);
+        if self.writer.bytes() >= self.config.max_bytes || self.window_left() == 0 {
+            self.batch_full = true;
+        }
+    }
+
+    fn drain_stash(&mut self) {
+        while let Some(m) = self.stash.front() {
+            let size = m.payload().map_or(0, <[u8]>::len) + m.key().map_or(0, <[u8]>::len);
+            if !self.fits(size) {
+                self.batch_full = !self.writer.is_empty();
+                return;
+            }
+            if let Some(m) = self.stash.pop_front() {
+                self.stash_bytes -= size;
+                self.push(&m);
+            }
+        }
+    }
+
+    /// Pauses fetching when the session holds too much or the window is full; resumes below half.
+    fn update_flow(&mut self) {
+        let held = self.shared.queued_bytes.load(Relaxed) + self.writer.bytes() + self.stash_bytes;
+        self.stats.set_buffered(held);
+        self.stats.unacked.store(self.unacked_records, Relaxed);
+        let limit = self.config.session_buffer_bytes / 2;
+        let over = held >= limit || !self.stash.is_empty() || self.window_left() == 0;
+        if over && !self.paused {
+            self.set_paused(true);
+        } else if !over && self.paused && held < limit / 2 {
+            self.set_paused(false);
+        }
+    }
+
+    fn set_paused(&mut self, pause: bool) {
+        let Ok(assigned) = self.consumer.assignment() else {
+            return;
+        };
+        let r = if pause {
+            self.consumer.pause(&assigned)
+        } else {
+            self.consumer.resume(&assigned)
+        };
+        match r {
+            Ok(()) => {
+                self.paused = pause;
+                self.stats.paused.store(usize::from(pause), Relaxed);
+                tracing::trace!(pause, "flow control");
+            }
+            Err(e) => tracing::debug!(error = %e, "pause/resume failed"),
+        }
+    }
+
+    fn on_written(&mut self, seq: u64) {
+        let Some(batch) = self.inflight.pop_front() else {
+            return;
+        };
+        debug_assert_eq!(batch.seq, seq);
+        self.last_written = seq;
+        self.inflight_records -= batch.records;
+        self.stats.sent.fetch_add(batch.records as u64, Relaxed);
+        self.stats.frames.fetch_add(1, Relaxed);
+        self.stats.last_delivery_ms.store(now_ms(), Relaxed);
+        match self.req.commit {
+            CommitMode::Auto => self.store(&batch.parts),
+            CommitMode::Ack => {
+                self.unacked_records += batch.records;
+                self.unacked.push_back(batch);
+            }
+            CommitMode::None => {}
+        }
+    }
+
+    /// Stores next-offset-to-read for commit (Kafka's convention: last processed + 1).
+    fn store(&self, parts: &[PartOffsets]) {
+        for p in parts {
+            if let Err(e) = self.consumer.store_offset(&p.topic, p.partition, p.last + 1) {
+                // Expected after a revoke: the new owner re-reads from the last commit.
+                tracing::debug!(topic = %p.topic, partition = p.partition, error = %e, "offset not stored");
+            }
+        }
+    }
+
+    fn on_client_frame(&mut self, f: ClientFrame) -> Result<(), ProtocolError> {
+        if self.req.commit != CommitMode::Ack {
+            return Err(ProtocolError::new(
+                ErrorCode::BadAck,
+                "acks are only taken on commit=ack sockets",
+            ));
+        }
+        match f {
+            ClientFrame::AckBatch(n) => {
+                if n > self.last_written {
+                    return Err(ProtocolError::new(
+                        ErrorCode::BadAck,
+                        format!("batch {n} was not delivered (last delivered {})", self.last_written),
+                    ));
+                }
+                while self.unacked.front().is_some_and(|b| b.seq <= n) {
+                    if let Some(b) = self.unacked.pop_front() {
+                        self.unacked_records -= b.records;
+                        self.store(&b.parts);
+                    }
+                }
+            }
+            ClientFrame::AckOffset {
+                topic,
+                partition,
+                offset,
+            } => {
+                let delivered = self
+                    .unacked
+                    .iter()
+                    .flat_map(|b| b.parts.iter())
+                    .filter(|p| p.topic == topic && p.partition == partition)
+                    .map(|p| p.last)
+                    .max();
+                match delivered {
+                    Some(max) if offset <= max => {}
+                    _ => {
+                        return Err(ProtocolError::new(
+                            ErrorCode::BadAck,
+                            format!(
+                                "offset {offset} of {topic}/{partition} is not delivered and unacknowledged"
+                            ),
+                        ))
+                    }
+                }
+                let mut acked_parts = Vec::new();
+                for b in self.unacked.iter_mut() {
+                    b.parts.retain(|p| {
+                        let done = p.topic == topic && p.partition == partition && p.last <= offset;
+                        if done {
+                            acked_parts.push(p.clone());
+                        }
+                        !done
+                    });
+                }
+                for p in &acked_parts {
+                    self.unacked_records -= p.count;
+                }
+                self.unacked.retain(|b| !b.parts.is_empty());
+                // Recompute per-batch record counts so window accounting stays exact.
+                for b in self.unacked.iter_mut() {
+                    b.records = b.parts.iter().map(|p| p.count).sum();
+                }
+                self.store(&[PartOffsets {
+                    topic,
+                    partition,
+                    last: offset,
+                    count: 0,
+                }]);
+            }
+        }
+        Ok(())
+    }
+
+    async fn on_rebalance(&mut self, ev: RebalanceEvent) {
+        let frame = match &ev {
+            RebalanceEvent::Assigned(ps) => {
+                if self.paused {
+                    // New partitions start unpaused; keep the session's flow state.
+                    self.set_paused(true);
+                }
+                partitions_frame("assigned", ps)
+            }
+            RebalanceEvent::Revoked(ps) => {
+                // Unacked records of revoked partitions go to the new owner; stop counting them.
+                for b in self.unacked.iter_mut() {
+                    b.parts
+                        .retain(|p| !ps.iter().any(|(t, pp)| *t == p.topic && *pp == p.partition));
+                    b.records = b.parts.iter().map(|p| p.count).sum();
+                }
+                self.unacked.retain(|b| !b.parts.is_empty());
+                self.unacked_records = self.unacked.iter().map(|b| b.records).sum();
+                partitions_frame("revoked", ps)
+            }
+        };
+        tracing::debug!(?ev, "rebalance");
+        if matches!(self.req.format, Format::V1(_)) {
+            let _ = self
+                .out
+                .send(Outbound::Text {
+                    text: frame,
+                    batch: None,
+                })
+                .await;
+        }
+    }
+}
+
+/// Consumer errors that end the session; others (transient broker hiccups) are retried by
+/// librdkafka and only logged.
+fn classify_consumer_error(e: &rdkafka::error::KafkaError) -> Option<ProtocolError> {
+    use rdkafka::error::RDKafkaErrorCode as C;
+    match e.rdkafka_error_code() {
+        Some(C::UnknownTopicOrPartition) | Some(C::UnknownTopic) => Some(ProtocolError::new(
+            ErrorCode::UnknownTopic,
+            format!("topic went away: {e}"),
+        )),
+        Some(C::TopicAuthorizationFailed) | Some(C::GroupAuthorizationFailed) => Some(
+            ProtocolError::new(ErrorCode::Forbidden, format!("Kafka refused: {e}")),
+        ),
+        Some(C::AllBrokersDown) => {
+            tracing::warn!(error = %e, "all brokers down; librdkafka keeps retrying");
+            None
+        }
+        _ => {
+            tracing::debug!(error = %e, "consumer error");
+            None
+        }
+    }
+}
