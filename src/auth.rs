@@ -100,10 +100,19 @@ mod tests {
     #[test]
     fn rfc7617() {
         let token = base64::engine::general_purpose::STANDARD.encode("alice:thisisapassword");
-        let p = auth().check(Some(format!("Basic {token}").as_bytes())).unwrap();
-        assert_eq!(p, Principal::Password { user: Some("alice".into()) });
+        let p = auth()
+            .check(Some(format!("Basic {token}").as_bytes()))
+            .unwrap();
+        assert_eq!(
+            p,
+            Principal::Password {
+                user: Some("alice".into())
+            }
+        );
         let token = base64::engine::general_purpose::STANDARD.encode("alice:wrong");
-        assert!(auth().check(Some(format!("Basic {token}").as_bytes())).is_err());
+        assert!(auth()
+            .check(Some(format!("Basic {token}").as_bytes()))
+            .is_err());
     }
 
     #[test]

@@ -455,7 +455,14 @@ mod tests {
     #[test]
     fn seed_names_and_trailing_slash() {
         let c = load(
-            &["--wsPort", "1234", "--kafka", "localhost:9092/", "--maxBytes", "5000"],
+            &[
+                "--wsPort",
+                "1234",
+                "--kafka",
+                "localhost:9092/",
+                "--maxBytes",
+                "5000",
+            ],
             &[],
         )
         .unwrap();
@@ -477,7 +484,10 @@ mod tests {
         let fs = f.to_str().unwrap();
         let c = load(
             &["--config", fs, "--ws-port", "3"],
-            &[("KAFKA_PROXY_WS_PORT", "2"), ("KAFKA_PROXY_IDLE_TIMEOUT", "8")],
+            &[
+                ("KAFKA_PROXY_WS_PORT", "2"),
+                ("KAFKA_PROXY_IDLE_TIMEOUT", "8"),
+            ],
         )
         .unwrap();
         assert_eq!(c.listen.port(), 3);

@@ -155,7 +155,9 @@ impl Kafka {
                     return Err(KafkaAdapterError::UnknownTopic(topic.clone()))
                 }
                 Some(e) => {
-                    return Err(KafkaAdapterError::Kafka(KafkaError::MetadataFetch(e.into())))
+                    return Err(KafkaAdapterError::Kafka(KafkaError::MetadataFetch(
+                        e.into(),
+                    )))
                 }
             }
             let mut ps: Vec<i32> = t.partitions().iter().map(|p| p.id()).collect();
@@ -276,8 +278,8 @@ impl Kafka {
                 for (t, p) in &all {
                     tpl.add_partition_offset(t, *p, Offset::Offset(*ts))?;
                 }
-                let resolved = blocking(move || Ok(meta.offsets_for_times(tpl, LOOKUP_TIMEOUT)?))
-                    .await?;
+                let resolved =
+                    blocking(move || Ok(meta.offsets_for_times(tpl, LOOKUP_TIMEOUT)?)).await?;
                 for e in resolved.elements() {
                     let off = match e.offset() {
                         Offset::Offset(o) if o >= 0 => Offset::Offset(o),
@@ -311,7 +313,11 @@ impl Kafka {
             .set("enable.auto.offset.store", "false")
             .set(
                 "enable.auto.commit",
-                if commit == CommitMode::None { "false" } else { "true" },
+                if commit == CommitMode::None {
+                    "false"
+                } else {
+                    "true"
+                },
             )
             .set("auto.commit.interval.ms", "1000")
             .set("auto.offset.reset", c.offset_reset.as_str())

@@ -87,12 +87,15 @@ impl Drop for SessionGuard {
             s.remove(&self.id);
         }
         let c = &self.metrics.closed;
-        c.received.fetch_add(self.stats.received.load(Relaxed), Relaxed);
+        c.received
+            .fetch_add(self.stats.received.load(Relaxed), Relaxed);
         c.sent.fetch_add(self.stats.sent.load(Relaxed), Relaxed);
         c.frames.fetch_add(self.stats.frames.load(Relaxed), Relaxed);
         c.bytes.fetch_add(self.stats.bytes.load(Relaxed), Relaxed);
-        c.produced.fetch_add(self.stats.produced.load(Relaxed), Relaxed);
-        c.produce_errors.fetch_add(self.stats.produce_errors.load(Relaxed), Relaxed);
+        c.produced
+            .fetch_add(self.stats.produced.load(Relaxed), Relaxed);
+        c.produce_errors
+            .fetch_add(self.stats.produce_errors.load(Relaxed), Relaxed);
     }
 }
 
@@ -187,7 +190,10 @@ impl Metrics {
         let c = &self.closed;
         let mut out = String::with_capacity(2048);
         let mut metric = |name: &str, kind: &str, help: &str, value: String| {
-            let _ = writeln!(out, "# HELP {name} {help}\n# TYPE {name} {kind}\n{name} {value}");
+            let _ = writeln!(
+                out,
+                "# HELP {name} {help}\n# TYPE {name} {kind}\n{name} {value}"
+            );
         };
         metric(
             "kafka_proxy_kafka_ready",
@@ -285,7 +291,10 @@ impl Metrics {
                 }
             }
             for ((group, topic), (received, sent, backlog, sockets)) in &groups {
-                let prev = last.get(&(group.clone(), topic.clone())).copied().unwrap_or(0);
+                let prev = last
+                    .get(&(group.clone(), topic.clone()))
+                    .copied()
+                    .unwrap_or(0);
                 let rate = sent.saturating_sub(prev) as f64 / every.as_secs_f64();
                 tracing::info!(
                     group = %group,

@@ -110,7 +110,10 @@ pub fn router(state: AppState) -> Router {
         .route("/", get(seed_consume))
         .route("/v1/consume", get(v1_consume))
         .route("/v1/produce", get(crate::produce::ws_produce))
-        .route("/v1/topics/{topic}/records", post(crate::produce::http_produce))
+        .route(
+            "/v1/topics/{topic}/records",
+            post(crate::produce::http_produce),
+        )
         .route("/healthz", get(|| async { "ok\n" }))
         .route("/readyz", get(readyz))
         .route("/metrics", get(metrics))
@@ -246,7 +249,11 @@ async fn admin_sessions(
 }
 
 /// Serves `router` on `listener` until `shutdown` fires.
-pub async fn serve(listener: TcpListener, app: Router, mut shutdown: Shutdown) -> std::io::Result<()> {
+pub async fn serve(
+    listener: TcpListener,
+    app: Router,
+    mut shutdown: Shutdown,
+) -> std::io::Result<()> {
     axum::serve(
         listener,
         app.into_make_service_with_connect_info::<SocketAddr>(),
@@ -254,4 +261,3 @@ pub async fn serve(listener: TcpListener, app: Router, mut shutdown: Shutdown) -
     .with_graceful_shutdown(async move { shutdown.wait().await })
     .await
 }
-

@@ -564,7 +564,10 @@ impl Session<'_> {
     /// Stores next-offset-to-read for commit (Kafka's convention: last processed + 1).
     fn store(&self, parts: &[PartOffsets]) {
         for p in parts {
-            if let Err(e) = self.consumer.store_offset(&p.topic, p.partition, p.last + 1) {
+            if let Err(e) = self
+                .consumer
+                .store_offset(&p.topic, p.partition, p.last + 1)
+            {
                 // Expected after a revoke: the new owner re-reads from the last commit.
                 tracing::debug!(topic = %p.topic, partition = p.partition, error = %e, "offset not stored");
             }
@@ -583,7 +586,10 @@ impl Session<'_> {
                 if n > self.last_written {
                     return Err(ProtocolError::new(
                         ErrorCode::BadAck,
-                        format!("batch {n} was not delivered (last delivered {})", self.last_written),
+                        format!(
+                            "batch {n} was not delivered (last delivered {})",
+                            self.last_written
+                        ),
                     ));
                 }
                 while self.unacked.front().is_some_and(|b| b.seq <= n) {

@@ -417,7 +417,8 @@ impl BatchWriter {
         let cap = self.buf.capacity().min(1 << 20);
         let out = std::mem::replace(&mut self.buf, Vec::with_capacity(cap));
         // Every byte written is valid UTF-8: JSON punctuation, numbers, escaped strings.
-        String::from_utf8(out).unwrap_or_else(|e| String::from_utf8_lossy(e.as_bytes()).into_owned())
+        String::from_utf8(out)
+            .unwrap_or_else(|e| String::from_utf8_lossy(e.as_bytes()).into_owned())
     }
 }
 
@@ -587,7 +588,14 @@ mod tests {
             r#"{"type":"records","batch":3,"records":[{"topic":"t","partition":2,"offset":9,"timestamp":1700,"key":"k","headers":[{"key":"h","value":"v"},{"key":"n","value":null}],"value":{"a": 1}}]}"#
         );
         let mut w = BatchWriter::new(Format::V1(Encoding::Base64));
-        w.push(4, &RecordView { value: Some(&[0, 255]), headers: &[], ..r });
+        w.push(
+            4,
+            &RecordView {
+                value: Some(&[0, 255]),
+                headers: &[],
+                ..r
+            },
+        );
         let s = w.finish();
         assert!(s.contains(r#""key":"aw==""#), "{s}");
         assert!(s.contains(r#""value":"AP8=""#), "{s}");
@@ -597,8 +605,11 @@ mod tests {
 
     #[test]
     fn seed_params() {
-        let r = parse_seed(&q(&[("topic", "t"), ("consumerGroup", "g"), ("offset", "0")]), None)
-            .unwrap();
+        let r = parse_seed(
+            &q(&[("topic", "t"), ("consumerGroup", "g"), ("offset", "0")]),
+            None,
+        )
+        .unwrap();
         assert_eq!(r.start, StartAt::Offset(0));
         assert_eq!(r.assignment, Assignment::Group);
         let r = parse_seed(&q(&[("topic", "t"), ("consumerGroup", "g")]), Some(3)).unwrap();
@@ -612,7 +623,10 @@ mod tests {
             q(&[("topic", "t"), ("consumerGroup", "g"), ("partition", "-2")]),
             q(&[("topic", "bad topic"), ("consumerGroup", "g")]),
         ] {
-            assert_eq!(parse_seed(&bad, None).unwrap_err().code, ErrorCode::BadRequest);
+            assert_eq!(
+                parse_seed(&bad, None).unwrap_err().code,
+                ErrorCode::BadRequest
+            );
         }
     }
 
@@ -621,7 +635,12 @@ mod tests {
         let r = parse_v1(&q(&[("topic", "a,b"), ("group", "g"), ("commit", "ack")])).unwrap();
         assert_eq!(r.topics, vec!["a", "b"]);
         assert_eq!(r.commit, CommitMode::Ack);
-        let r = parse_v1(&q(&[("topic", "a"), ("partition", "0,1"), ("offset", "0:5,1:7")])).unwrap();
+        let r = parse_v1(&q(&[
+            ("topic", "a"),
+            ("partition", "0,1"),
+            ("offset", "0:5,1:7"),
+        ]))
+        .unwrap();
         assert_eq!(r.start, StartAt::Offsets(vec![(0, 5), (1, 7)]));
         assert_eq!(r.commit, CommitMode::None);
         assert!(parse_v1(&q(&[("topic", "a")])).is_err());

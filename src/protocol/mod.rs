@@ -186,7 +186,9 @@ impl ProtocolError {
 /// Parses a non-negative integer parameter with a clear message.
 pub(crate) fn parse_int<T: std::str::FromStr>(name: &str, raw: &str) -> Result<T, ProtocolError> {
     raw.trim().parse::<T>().map_err(|_| {
-        ProtocolError::bad_request(format!("{name} must be a non-negative integer, got {raw:?}"))
+        ProtocolError::bad_request(format!(
+            "{name} must be a non-negative integer, got {raw:?}"
+        ))
     })
 }
 
