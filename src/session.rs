@@ -562,15 +562,20 @@ impl Session<'_> {
     }
 
     /// Stores next-offset-to-read for commit (Kafka's convention: last processed + 1).
+    /// `offsets_store` stores exactly what it is given, unlike the legacy per-partition call,
+    /// which adds one itself.
     fn store(&self, parts: &[PartOffsets]) {
+        let mut tpl = rdkafka::TopicPartitionList::with_capacity(parts.len());
         for p in parts {
-            if let Err(e) = self
-                .consumer
-                .store_offset(&p.topic, p.partition, p.last + 1)
+            if let Err(e) =
+                tpl.add_partition_offset(&p.topic, p.partition, rdkafka::Offset::Offset(p.last + 1))
             {
-                // Expected after a revoke: the new owner re-reads from the last commit.
-                tracing::debug!(topic = %p.topic, partition = p.partition, error = %e, "offset not stored");
+                tracing::debug!(error = %e, "bad offset");
             }
+        }
+        if let Err(e) = self.consumer.store_offsets(&tpl) {
+            // Expected after a revoke: the new owner re-reads from the last commit.
+            tracing::debug!(error = %e, "offsets not stored");
         }
     }
 
