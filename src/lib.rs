@@ -6,6 +6,7 @@
 //! - [`auth`]: the seed's `basic <password>` header and RFC 7617 Basic, in constant time.
 //! - [`protocol`]: the wire contract, pure and unit-tested: parameters, frames, error codes.
 //! - [`session`]: one consume socket: consumer, batching, window, backpressure, commits.
+//! - [`tail`]: live tail without a group: one shared Kafka read per topic, fanned out to sockets.
 //! - [`produce`]: produce sockets and the HTTP produce endpoint.
 //! - [`kafka`]: librdkafka clients, metadata look-ups, the session consumer's rebalance hooks.
 //! - [`metrics`]: counters, the session registry, `/metrics` and the seed's stats log.
@@ -25,6 +26,7 @@ pub mod protocol;
 pub mod server;
 pub mod session;
 pub mod shutdown;
+pub mod tail;
 
 use std::sync::Arc;
 
@@ -63,6 +65,7 @@ pub async fn run(
         kafka: kafka.clone(),
         metrics: metrics.clone(),
         auth: auth::Authenticator::new(config.auth.clone()),
+        tail: Arc::new(tail::Hub::new(kafka.clone())),
         limiter: Arc::new(tokio::sync::Semaphore::new(config.max_connections)),
         shutdown: shutdown.clone(),
         token,

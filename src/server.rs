@@ -34,6 +34,8 @@ pub struct AppState {
     pub kafka: Arc<Kafka>,
     pub metrics: Arc<Metrics>,
     pub auth: Authenticator,
+    /// Shared live-tail readers, one per (topic, encoding).
+    pub tail: Arc<crate::tail::Hub>,
     /// Caps concurrent sessions; a permit is taken before the upgrade.
     pub limiter: Arc<Semaphore>,
     pub shutdown: Shutdown,
@@ -109,6 +111,7 @@ pub fn router(state: AppState) -> Router {
     Router::new()
         .route("/", get(seed_consume))
         .route("/v1/consume", get(v1_consume))
+        .route("/v1/tail", get(crate::tail::v1_tail))
         .route("/v1/produce", get(crate::produce::ws_produce))
         .route(
             "/v1/topics/{topic}/records",
@@ -118,6 +121,7 @@ pub fn router(state: AppState) -> Router {
         .route("/readyz", get(readyz))
         .route("/metrics", get(metrics))
         .route("/admin/sessions", get(admin_sessions))
+        .route("/admin/tail", get(crate::tail::admin_tail))
         .with_state(state)
 }
 
