@@ -22,6 +22,12 @@ use crate::protocol::{ErrorCode, ProtocolError};
 /// Timeout for metadata and offset look-ups made on behalf of a client.
 const LOOKUP_TIMEOUT: Duration = Duration::from_secs(5);
 
+/// How long a topic's partition list is reused by produce (every HTTP request checks its topic).
+const PARTITION_CACHE_TTL: Duration = Duration::from_secs(10);
+
+/// Topics kept in the partition cache before expired entries are swept.
+const PARTITION_CACHE_MAX: usize = 10_000;
+
 #[derive(Debug, thiserror::Error)]
 pub enum KafkaAdapterError {
     #[error("topic {0:?} does not exist")]
@@ -93,6 +99,9 @@ impl ClientContext for LogContext {
 }
 impl ConsumerContext for LogContext {}
 
+/// Topic -> (when fetched, partition ids).
+type PartitionCache = HashMap<String, (Instant, Arc<[i32]>)>;
+
 /// Shared Kafka clients and the settings every session client derives from.
 pub struct Kafka {
     config: Arc<Config>,
@@ -102,6 +111,9 @@ pub struct Kafka {
     pub producer: FutureProducer<LogContext>,
     /// Last readiness probe (time, result), so `/readyz` polled often costs one look-up a second.
     ready: Mutex<Option<(Instant, bool)>>,
+    /// Partition lists of existing topics with when they were fetched, so produce does not pay a
+    /// blocking metadata round trip per request. Unknown topics are never cached.
+    partition_cache: Mutex<PartitionCache>,
 }
 
 impl Kafka {
@@ -109,7 +121,13 @@ impl Kafka {
         let meta: BaseConsumer<LogContext> = base_config(&config)
             .set("client.id", "kafka-proxy-meta")
             .create_with_context(LogContext)?;
-        let producer: FutureProducer<LogContext> = base_config(&config)
+        let mut pc = base_config(&config);
+        // Keyed records land where the Java client would put them, so per-key order holds
+        // across proxy and native producers; a user's own `partitioner` wins.
+        if !config.kafka_properties.contains_key("partitioner") {
+            pc.set("partitioner", "murmur2_random");
+        }
+        let producer: FutureProducer<LogContext> = pc
             .set("client.id", "kafka-proxy-producer")
             .set("enable.idempotence", "true")
             .set("acks", "all")
@@ -123,6 +141,7 @@ impl Kafka {
             meta: Arc::new(meta),
             producer,
             ready: Mutex::new(None),
+            partition_cache: Mutex::new(HashMap::new()),
         })
     }
 
@@ -168,6 +187,28 @@ impl Kafka {
             Ok(ps)
         })
         .await
+    }
+
+    /// Like `partitions`, but reuses a list fetched within `PARTITION_CACHE_TTL`.
+    pub async fn partitions_cached(&self, topic: &str) -> Result<Arc<[i32]>, KafkaAdapterError> {
+        if let Ok(cache) = self.partition_cache.lock() {
+            if let Some((at, ps)) = cache.get(topic) {
+                if at.elapsed() < PARTITION_CACHE_TTL {
+                    return Ok(ps.clone());
+                }
+            }
+        }
+        let ps: Arc<[i32]> = self.partitions(topic).await?.into();
+        if let Ok(mut cache) = self.partition_cache.lock() {
+            if cache.len() >= PARTITION_CACHE_MAX {
+                cache.retain(|_, (at, _)| at.elapsed() < PARTITION_CACHE_TTL);
+                if cache.len() >= PARTITION_CACHE_MAX {
+                    cache.clear();
+                }
+            }
+            cache.insert(topic.to_string(), (Instant::now(), ps.clone()));
+        }
+        Ok(ps)
     }
 
     /// Low and high watermarks of one partition.

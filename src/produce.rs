@@ -1,23 +1,971 @@
-//! Produce over WebSocket and HTTP (in progress).
+//! Produce over WebSocket and HTTP: socket reader -> decoder -> shared idempotent producer -> acks.
+//!
+//! Every record is answered exactly once, in the order it arrived: an ack with partition and
+//! offset once Kafka has stored it (acks=all), or an error. Many sends are in flight at once;
+//! backpressure stops reading the socket when too many answers are outstanding or librdkafka's
+//! queue is full, so nothing is buffered without bound. See `docs/PROTOCOL-produce.md`.
 
-use axum::extract::State;
+use std::collections::{HashMap, VecDeque};
+use std::future::Future;
+use std::net::SocketAddr;
+use std::pin::Pin;
+use std::sync::atomic::{AtomicI64, Ordering::Relaxed};
+use std::sync::Arc;
+use std::task::{Context, Poll};
+use std::time::{Duration, Instant};
+
+use axum::body::Bytes;
+use axum::extract::rejection::{BytesRejection, PathRejection, QueryRejection};
+use axum::extract::ws::rejection::WebSocketUpgradeRejection;
+use axum::extract::ws::{CloseFrame, Message, WebSocket, WebSocketUpgrade};
+use axum::extract::{ConnectInfo, Path, Query, State};
+use axum::http::{header, HeaderMap, StatusCode};
 use axum::response::{IntoResponse, Response};
+use futures::stream::{FuturesOrdered, SplitSink, SplitStream};
+use futures::{SinkExt, StreamExt};
+use rdkafka::error::{KafkaError, RDKafkaErrorCode};
+use rdkafka::message::{Header, OwnedHeaders};
+use rdkafka::producer::{DeliveryFuture, FutureProducer, FutureRecord};
+use serde_json::Value;
+use tokio::sync::{mpsc, watch};
 
+use crate::config::Config;
+use crate::kafka::{Kafka, LogContext};
+use crate::metrics::{now_ms, SessionMeta, SessionStats};
+use crate::protocol::produce::{
+    self as wire, ack_frame, error_frame, Decoded, Decoder, ProduceRequest, Record,
+};
 use crate::protocol::{ErrorCode, ProtocolError};
-use crate::server::{AppState, HttpError};
+use crate::server::{configure, AppState, HttpError};
+use crate::shutdown::Shutdown;
 
-pub async fn ws_produce(State(_state): State<AppState>) -> Response {
-    HttpError(ProtocolError::new(
-        ErrorCode::Internal,
-        "produce is not built yet",
-    ))
-    .into_response()
+/// Records of one socket read but not yet answered (in the producer, awaiting delivery, or
+/// queued as acks). At the limit the socket is not read, so TCP pushes back on the client.
+pub const MAX_IN_FLIGHT: usize = 1000;
+
+/// Decoded frames the reader task may hold ahead of the session.
+const READER_QUEUE: usize = 4;
+
+/// Frames queued to the writer task; acks are small, and a client that does not read them
+/// stalls the session (and so its reading) once this and `MAX_IN_FLIGHT` fill up.
+const WRITER_QUEUE: usize = 256;
+
+/// How often a record refused with `QueueFull` is offered to librdkafka again. librdkafka has no
+/// "space available" signal; the socket is not read meanwhile.
+const QUEUE_FULL_RETRY: Duration = Duration::from_millis(5);
+
+/// librdkafka's default `message.max.bytes`, used in messages when the user did not set one.
+const DEFAULT_MESSAGE_MAX_BYTES: usize = 1_000_000;
+
+type Ws = Result<WebSocketUpgrade, WebSocketUpgradeRejection>;
+type Params = Result<Query<HashMap<String, String>>, QueryRejection>;
+
+fn params(q: Params) -> Result<HashMap<String, String>, ProtocolError> {
+    q.map(|Query(m)| m)
+        .map_err(|e| ProtocolError::bad_request(format!("bad query string: {e}")))
 }
 
-pub async fn http_produce(State(_state): State<AppState>) -> Response {
-    HttpError(ProtocolError::new(
-        ErrorCode::Internal,
-        "produce is not built yet",
-    ))
-    .into_response()
+fn reject(state: &AppState) {
+    state.metrics.rejected_total.fetch_add(1, Relaxed);
+}
+
+/// `GET /v1/produce?topic=T[&key=K][&partition=P][&encoding=E][&format=F]`: a produce socket.
+pub async fn ws_produce(
+    State(state): State<AppState>,
+    ConnectInfo(peer): ConnectInfo<SocketAddr>,
+    headers: HeaderMap,
+    q: Params,
+    ws: Ws,
+) -> Result<Response, HttpError> {
+    let r = (|| {
+        let principal = state.authenticate(&headers)?;
+        let req = wire::parse_ws(&params(q)?)?;
+        let ws = ws.map_err(|e| {
+            ProtocolError::bad_request(format!(
+                "this endpoint takes a WebSocket upgrade ({e}); try wscat -c \"ws://HOST:PORT/v1/produce?topic=T\", or POST /v1/topics/T/records"
+            ))
+        })?;
+        Ok::<_, ProtocolError>((principal, req, ws))
+    })();
+    let (_principal, req, ws) = r.inspect_err(|_| reject(&state))?;
+    let permit = state.admit()?;
+    let guard = state.metrics.register(SessionMeta {
+        kind: "produce",
+        topics: vec![req.topic.clone()],
+        group: None,
+        peer: peer.to_string(),
+    });
+    let token = state.token.clone();
+    let ctx = Ctx {
+        kafka: state.kafka.clone(),
+        config: state.config.clone(),
+        shutdown: state.shutdown.clone(),
+    };
+    tracing::debug!(%peer, topic = %req.topic, "produce session");
+    Ok(configure(ws, &state.config)
+        .on_upgrade(move |socket| async move {
+            let stats = guard.stats.clone();
+            session(socket, req, ctx, stats).await;
+            tracing::debug!(%peer, "produce session ended");
+            drop(guard);
+            drop(permit);
+            drop(token);
+        })
+        .into_response())
+}
+
+/// What a session needs from the server.
+struct Ctx {
+    kafka: Arc<Kafka>,
+    config: Arc<Config>,
+    shutdown: Shutdown,
+}
+
+/// What the session hands the writer task.
+enum Out {
+    Text(String),
+    /// A close frame, after everything queued before it.
+    Close(u16, String),
+}
+
+/// What the reader task reports, in socket order.
+enum Inbound {
+    Records(Vec<Decoded>),
+    /// The reader stopped: the client closed, the frame was too large, or the socket broke.
+    End(End),
+}
+
+/// Why a session ends.
+#[derive(Debug)]
+enum End {
+    /// Closed or vanished; nothing more can be sent.
+    ClientGone,
+    Shutdown,
+    /// Closes with this code after the outstanding answers and an error frame.
+    Error(ProtocolError),
+    /// A WebSocket-level violation (RFC 6455 codes 1002, 1007): close without an error frame.
+    Violation(u16, String),
+}
+
+async fn session(socket: WebSocket, req: ProduceRequest, ctx: Ctx, stats: Arc<SessionStats>) {
+    let last_seen = Arc::new(AtomicI64::new(now_ms()));
+    let (sink, stream) = socket.split();
+    let (out_tx, out_rx) = mpsc::channel(WRITER_QUEUE);
+    let writer = tokio::spawn(writer(sink, out_rx, ctx.config.ping_interval));
+
+    let end = match check_target(&ctx.kafka, &req).await {
+        Ok(partitions) => {
+            let (stop_tx, stop_rx) = watch::channel(false);
+            let inbound = spawn_reader(
+                stream,
+                Decoder::new(&req),
+                stop_rx,
+                last_seen.clone(),
+                ctx.config.max_frame_bytes,
+            );
+            let mut s = Session {
+                req: &req,
+                ctx: &ctx,
+                stats: &stats,
+                out: &out_tx,
+                partitions,
+                pending: FuturesOrdered::new(),
+                blocked: VecDeque::new(),
+                acks: VecDeque::new(),
+                writer_gone: false,
+            };
+            s.run(inbound, stop_tx, last_seen).await
+        }
+        Err(e) => End::Error(e),
+    };
+
+    let close = match end {
+        End::ClientGone => None,
+        End::Shutdown => Some((1001, "proxy shutting down".to_string())),
+        End::Error(e) => {
+            tracing::info!(code = e.code.name(), reason = %e.message, "produce session closed with error");
+            let _ = out_tx.send(Out::Text(e.frame())).await;
+            Some((e.code.close_code(), e.close_reason()))
+        }
+        End::Violation(code, reason) => {
+            tracing::debug!(code, %reason, "produce socket violated the WebSocket protocol");
+            Some((code, reason))
+        }
+    };
+    if let Some((code, reason)) = close {
+        let _ = out_tx.send(Out::Close(code, reason)).await;
+    }
+    drop(out_tx);
+    let _ = tokio::time::timeout(Duration::from_secs(5), writer).await;
+}
+
+/// Checks that the topic exists and the default partition is in it.
+async fn check_target(kafka: &Kafka, req: &ProduceRequest) -> Result<Arc<[i32]>, ProtocolError> {
+    let partitions = kafka.partitions_cached(&req.topic).await?;
+    if let Some(p) = req.partition {
+        if !partitions.contains(&p) {
+            return Err(wire::unknown_partition(&req.topic, p, partitions.len()));
+        }
+    }
+    Ok(partitions)
+}
+
+/// Writes frames in order and pings on a timer. Flushes only when nothing else is queued, so
+/// acks under load leave in few TCP writes.
+async fn writer(
+    mut sink: SplitSink<WebSocket, Message>,
+    mut rx: mpsc::Receiver<Out>,
+    ping_interval: Duration,
+) {
+    let mut ping = tokio::time::interval(ping_interval);
+    ping.tick().await;
+    loop {
+        tokio::select! {
+            out = rx.recv() => match out {
+                Some(Out::Text(text)) => {
+                    if sink.feed(Message::Text(text.into())).await.is_err() {
+                        return;
+                    }
+                    if rx.is_empty() && sink.flush().await.is_err() {
+                        return;
+                    }
+                }
+                Some(Out::Close(code, reason)) => {
+                    let _ = sink
+                        .send(Message::Close(Some(CloseFrame { code, reason: reason.into() })))
+                        .await;
+                    let _ = sink.flush().await;
+                    return;
+                }
+                None => {
+                    let _ = sink.flush().await;
+                    return;
+                }
+            },
+            _ = ping.tick() => {
+                if sink.send(Message::Ping(Default::default())).await.is_err() {
+                    return;
+                }
+            }
+        }
+    }
+}
+
+/// Reads and decodes frames until the client leaves, a frame breaks the protocol, or `stop`
+/// (proxy shutdown) is raised. Decoding here keeps it off the session task, in parallel.
+fn spawn_reader(
+    mut stream: SplitStream<WebSocket>,
+    mut decoder: Decoder,
+    mut stop: watch::Receiver<bool>,
+    last_seen: Arc<AtomicI64>,
+    max_frame_bytes: usize,
+) -> mpsc::Receiver<Inbound> {
+    let (tx, rx) = mpsc::channel(READER_QUEUE);
+    tokio::spawn(async move {
+        loop {
+            let msg = tokio::select! {
+                biased;
+                _ = stop.wait_for(|s| *s) => return,
+                m = stream.next() => m,
+            };
+            let Some(msg) = msg else {
+                let _ = tx.send(Inbound::End(End::ClientGone)).await;
+                return;
+            };
+            last_seen.store(now_ms(), Relaxed);
+            let inbound = match msg {
+                Ok(Message::Text(t)) => Inbound::Records(decoder.text(Bytes::from(t))),
+                Ok(Message::Binary(b)) => Inbound::Records(decoder.binary(b)),
+                Ok(Message::Ping(_)) | Ok(Message::Pong(_)) => continue,
+                Ok(Message::Close(_)) => Inbound::End(End::ClientGone),
+                Err(e) => Inbound::End(classify_read_error(&e.to_string(), max_frame_bytes)),
+            };
+            let end = matches!(inbound, Inbound::End(_));
+            if tx.send(inbound).await.is_err() || end {
+                return;
+            }
+        }
+    });
+    rx
+}
+
+/// Maps a tungstenite read error (seen only as text through axum) to how the session ends.
+fn classify_read_error(text: &str, max_frame_bytes: usize) -> End {
+    if text.contains("too long") || text.contains("Space limit") {
+        End::Error(ProtocolError::new(
+            ErrorCode::TooLarge,
+            format!("frame exceeds maxFrameBytes ({max_frame_bytes} bytes): {text}"),
+        ))
+    } else if text.contains("UTF-8") || text.contains("utf-8") || text.contains("Utf8") {
+        End::Violation(1007, "text frame is not valid UTF-8".into())
+    } else if text.contains("Protocol") || text.contains("protocol") {
+        End::Violation(1002, "WebSocket protocol error".into())
+    } else {
+        End::ClientGone
+    }
+}
+
+/// A record's answer once it is known: partition and offset, or why it failed.
+type Outcome = Result<(i32, i64), ProtocolError>;
+
+/// One record between the decoder and its answer. Errors known before sending are `Done` so
+/// they keep their place in the answer order.
+struct InFlight {
+    id: Option<Value>,
+    state: InFlightState,
+}
+
+enum InFlightState {
+    Sent(DeliveryFuture),
+    Done(Option<Outcome>),
+}
+
+impl InFlight {
+    fn done(id: Option<Value>, outcome: Outcome) -> Self {
+        InFlight {
+            id,
+            state: InFlightState::Done(Some(outcome)),
+        }
+    }
+}
+
+impl Future for InFlight {
+    type Output = (Option<Value>, Outcome);
+
+    fn poll(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
+        let outcome = match &mut self.state {
+            InFlightState::Sent(f) => match Pin::new(f).poll(cx) {
+                Poll::Pending => return Poll::Pending,
+                Poll::Ready(Ok(Ok(d))) => Ok((d.partition, d.offset)),
+                Poll::Ready(Ok(Err((e, _msg)))) => Err(delivery_error(&e)),
+                Poll::Ready(Err(_canceled)) => Err(ProtocolError::new(
+                    ErrorCode::Internal,
+                    "the producer dropped the record's delivery report",
+                )),
+            },
+            InFlightState::Done(o) => o.take().unwrap_or_else(|| {
+                Err(ProtocolError::new(
+                    ErrorCode::Internal,
+                    "answer taken twice",
+                ))
+            }),
+        };
+        Poll::Ready((self.id.take(), outcome))
+    }
+}
+
+/// Result of offering one record to librdkafka.
+enum Enqueue {
+    Sent(DeliveryFuture),
+    /// The producer's queue is full: offer it again later, and read no more meanwhile.
+    Full,
+    Failed(ProtocolError),
+}
+
+fn enqueue(kafka: &Kafka, topic: &str, r: &Record) -> Enqueue {
+    let producer: &FutureProducer<LogContext> = &kafka.producer;
+    let mut fr = FutureRecord::<[u8], [u8]>::to(topic);
+    if let Some(k) = &r.key {
+        fr = fr.key(&k[..]);
+    }
+    if let Some(v) = &r.value {
+        fr = fr.payload(&v[..]);
+    }
+    if let Some(p) = r.partition {
+        fr = fr.partition(p);
+    }
+    if let Some(ts) = r.timestamp {
+        fr = fr.timestamp(ts);
+    }
+    if !r.headers.is_empty() {
+        let mut h = OwnedHeaders::new_with_capacity(r.headers.len());
+        for (key, value) in &r.headers {
+            h = h.insert(Header {
+                key,
+                value: value.as_deref(),
+            });
+        }
+        fr = fr.headers(h);
+    }
+    match producer.send_result(fr) {
+        Ok(f) => Enqueue::Sent(f),
+        Err((e, _)) if e.rdkafka_error_code() == Some(RDKafkaErrorCode::QueueFull) => Enqueue::Full,
+        Err((e, _)) => {
+            let size =
+                r.value.as_ref().map_or(0, Bytes::len) + r.key.as_ref().map_or(0, Bytes::len);
+            Enqueue::Failed(enqueue_error(&e, size, message_max_bytes(kafka.config())))
+        }
+    }
+}
+
+/// The producer's record size limit: the user's `message.max.bytes` Kafka property or
+/// librdkafka's default.
+fn message_max_bytes(config: &Config) -> usize {
+    config
+        .kafka_properties
+        .get("message.max.bytes")
+        .and_then(|v| v.expose().trim().parse().ok())
+        .unwrap_or(DEFAULT_MESSAGE_MAX_BYTES)
+}
+
+/// An error librdkafka returned before accepting the record.
+fn enqueue_error(e: &KafkaError, size: usize, limit: usize) -> ProtocolError {
+    match e.rdkafka_error_code() {
+        Some(RDKafkaErrorCode::MessageSizeTooLarge) => ProtocolError::new(
+            ErrorCode::TooLarge,
+            format!(
+                "record of about {size} bytes exceeds the producer's message.max.bytes ({limit})"
+            ),
+        ),
+        _ => delivery_error(e),
+    }
+}
+
+/// Maps a failed delivery to the client's error. librdkafka has already retried retriable errors
+/// (until `message.timeout.ms`); what is left is final for this record.
+fn delivery_error(e: &KafkaError) -> ProtocolError {
+    use RDKafkaErrorCode as C;
+    let code = match e.rdkafka_error_code() {
+        Some(C::MessageSizeTooLarge | C::MessageBatchTooLarge | C::InvalidMessageSize) => {
+            return ProtocolError::new(
+                ErrorCode::TooLarge,
+                format!(
+                    "Kafka refused the record as too large (the topic's max.message.bytes): {e}"
+                ),
+            )
+        }
+        Some(C::UnknownTopicOrPartition | C::UnknownTopic) => ErrorCode::UnknownTopic,
+        Some(C::UnknownPartition) => ErrorCode::UnknownPartition,
+        Some(
+            C::TopicAuthorizationFailed
+            | C::ClusterAuthorizationFailed
+            | C::TransactionalIdAuthorizationFailed
+            | C::Authentication,
+        ) => ErrorCode::Forbidden,
+        Some(
+            C::MessageTimedOut
+            | C::AllBrokersDown
+            | C::BrokerTransportFailure
+            | C::RequestTimedOut
+            | C::OperationTimedOut
+            | C::NotEnoughReplicas
+            | C::NotEnoughReplicasAfterAppend
+            | C::LeaderNotAvailable
+            | C::NotLeaderForPartition,
+        ) => ErrorCode::KafkaUnavailable,
+        Some(C::InvalidRecord | C::InvalidMessage | C::InvalidTimestamp) => ErrorCode::BadRequest,
+        _ => ErrorCode::KafkaError,
+    };
+    ProtocolError::new(code, format!("Kafka did not store the record: {e}"))
+}
+
+struct Session<'a> {
+    req: &'a ProduceRequest,
+    ctx: &'a Ctx,
+    stats: &'a SessionStats,
+    out: &'a mpsc::Sender<Out>,
+    /// The topic's partitions, checked before sending so a wrong partition fails at once.
+    partitions: Arc<[i32]>,
+    /// Every record taken from the reader, in arrival order, until its answer is known.
+    pending: FuturesOrdered<InFlight>,
+    /// Records refused with `QueueFull`, in order; while any wait, the socket is not read.
+    blocked: VecDeque<Record>,
+    /// Answers ready for the writer, in order.
+    acks: VecDeque<String>,
+    /// The writer stopped (client gone); answers are counted but no longer sent.
+    writer_gone: bool,
+}
+
+impl Session<'_> {
+    fn outstanding(&self) -> usize {
+        self.pending.len() + self.blocked.len() + self.acks.len()
+    }
+
+    async fn run(
+        &mut self,
+        mut inbound: mpsc::Receiver<Inbound>,
+        stop_reader: watch::Sender<bool>,
+        last_seen: Arc<AtomicI64>,
+    ) -> End {
+        let mut shutdown = self.ctx.shutdown.clone();
+        let mut tick = tokio::time::interval(Duration::from_secs(1));
+        let dead_after = self.ctx.config.ping_interval.as_millis() as i64 * 3;
+        // Set once no more records will be taken: the session ends when every answer is out.
+        let mut ending: Option<End> = None;
+        let mut deadline = Instant::now();
+        // After shutdown, records the reader already decoded are answered `shutting_down`.
+        let mut refusing = false;
+        let mut reader_done = false;
+        // When parked records are next offered to librdkafka; a fixed instant, so steady ack
+        // traffic cannot keep postponing it.
+        let mut retry_at = Instant::now();
+        loop {
+            if !self.blocked.is_empty() && retry_at <= Instant::now() {
+                self.retry_blocked();
+                retry_at = Instant::now() + QUEUE_FULL_RETRY;
+            }
+            if let Some(end) = &ending {
+                let answered = self.pending.is_empty()
+                    && self.blocked.is_empty()
+                    && (self.acks.is_empty() || self.writer_gone);
+                if answered && (reader_done || !matches!(end, End::Shutdown)) {
+                    break;
+                }
+            }
+            let can_read = !reader_done
+                && (refusing
+                    || (ending.is_none()
+                        && self.blocked.is_empty()
+                        && self.outstanding() < MAX_IN_FLIGHT));
+            tokio::select! {
+                biased;
+                _ = shutdown.wait(), if ending.is_none() => {
+                    tracing::debug!(outstanding = self.outstanding(), "shutdown: finishing records in flight");
+                    let _ = stop_reader.send(true);
+                    refusing = true;
+                    self.refuse_blocked();
+                    ending = Some(End::Shutdown);
+                    deadline = Instant::now() + self.ctx.config.shutdown_grace;
+                }
+                permit = self.out.reserve(), if !self.acks.is_empty() && !self.writer_gone => match permit {
+                    Ok(permit) => {
+                        if let Some(a) = self.acks.pop_front() {
+                            permit.send(Out::Text(a));
+                        }
+                    }
+                    Err(_) => {
+                        self.writer_gone = true;
+                        self.acks.clear();
+                        if ending.is_none() {
+                            ending = Some(End::ClientGone);
+                            deadline = Instant::now() + self.ctx.config.shutdown_grace;
+                        }
+                    }
+                },
+                Some((id, outcome)) = self.pending.next() => self.answer(id, outcome),
+                _ = tokio::time::sleep_until(retry_at.into()), if !self.blocked.is_empty() => {}
+                m = inbound.recv(), if can_read => match m {
+                    Some(Inbound::Records(records)) => {
+                        for d in records {
+                            if refusing {
+                                self.refuse(d);
+                            } else {
+                                self.submit(d).await;
+                            }
+                        }
+                    }
+                    Some(Inbound::End(end)) => {
+                        reader_done = true;
+                        if ending.is_none() {
+                            ending = Some(end);
+                            deadline = Instant::now() + self.ctx.config.shutdown_grace;
+                        }
+                    }
+                    None => reader_done = true,
+                },
+                _ = tokio::time::sleep_until(deadline.into()), if ending.is_some() => {
+                    tracing::warn!(outstanding = self.outstanding(), "produce session gave up waiting for deliveries");
+                    break;
+                }
+                _ = tick.tick(), if ending.is_none() => {
+                    if now_ms() - last_seen.load(Relaxed) > dead_after {
+                        tracing::debug!("peer silent for three ping intervals; closing");
+                        let _ = stop_reader.send(true);
+                        ending = Some(End::ClientGone);
+                        deadline = Instant::now() + self.ctx.config.shutdown_grace;
+                    }
+                }
+            }
+        }
+        let _ = stop_reader.send(true);
+        ending.unwrap_or(End::ClientGone)
+    }
+
+    /// Queues the answer for the writer and counts it.
+    fn answer(&mut self, id: Option<Value>, outcome: Outcome) {
+        let id = id.unwrap_or(Value::Null);
+        let frame = match &outcome {
+            Ok((p, o)) => {
+                self.stats.produced.fetch_add(1, Relaxed);
+                ack_frame(&id, *p, *o)
+            }
+            Err(e) => {
+                self.stats.produce_errors.fetch_add(1, Relaxed);
+                tracing::debug!(code = e.code.name(), reason = %e.message, "record refused");
+                error_frame(&id, e)
+            }
+        };
+        if !self.writer_gone {
+            self.acks.push_back(frame);
+        }
+    }
+
+    /// Checks a decoded record and offers it to the producer, keeping arrival order.
+    async fn submit(&mut self, d: Decoded) {
+        let r = match d {
+            Ok(r) => r,
+            Err(e) => {
+                let id = e.ack_id();
+                self.pending
+                    .push_back(InFlight::done(Some(id), Err(e.error)));
+                return;
+            }
+        };
+        if let Some(p) = r.partition {
+            if !self.partitions.contains(&p) {
+                // The topic may have grown since the session started; the cache bounds how
+                // often a client naming wrong partitions costs a metadata look-up.
+                if let Ok(ps) = self.ctx.kafka.partitions_cached(&self.req.topic).await {
+                    self.partitions = ps;
+                }
+                if !self.partitions.contains(&p) {
+                    let e = wire::unknown_partition(&self.req.topic, p, self.partitions.len());
+                    self.pending
+                        .push_back(InFlight::done(Some(r.ack_id()), Err(e)));
+                    return;
+                }
+            }
+        }
+        if !self.blocked.is_empty() {
+            self.blocked.push_back(r);
+            return;
+        }
+        self.offer(r);
+    }
+
+    /// Offers one record; `false` when the producer's queue is full and the record was parked.
+    fn offer(&mut self, r: Record) -> bool {
+        match enqueue(&self.ctx.kafka, &self.req.topic, &r) {
+            Enqueue::Sent(f) => {
+                self.pending.push_back(InFlight {
+                    id: Some(r.ack_id()),
+                    state: InFlightState::Sent(f),
+                });
+                true
+            }
+            Enqueue::Failed(e) => {
+                self.pending
+                    .push_back(InFlight::done(Some(r.ack_id()), Err(e)));
+                true
+            }
+            Enqueue::Full => {
+                self.blocked.push_front(r);
+                false
+            }
+        }
+    }
+
+    fn retry_blocked(&mut self) {
+        while let Some(r) = self.blocked.pop_front() {
+            if !self.offer(r) {
+                return;
+            }
+        }
+    }
+
+    fn refuse(&mut self, d: Decoded) {
+        let id = match d {
+            Ok(r) => r.ack_id(),
+            Err(e) => e.ack_id(),
+        };
+        self.pending
+            .push_back(InFlight::done(Some(id), Err(shutting_down())));
+    }
+
+    fn refuse_blocked(&mut self) {
+        for r in std::mem::take(&mut self.blocked) {
+            self.pending
+                .push_back(InFlight::done(Some(r.ack_id()), Err(shutting_down())));
+        }
+    }
+}
+
+fn shutting_down() -> ProtocolError {
+    ProtocolError::new(
+        ErrorCode::ShuttingDown,
+        "proxy is shutting down; the record was not produced",
+    )
+}
+
+/// `POST /v1/topics/{topic}/records`: one record or a batch, answered when Kafka stored them.
+pub async fn http_produce(
+    State(state): State<AppState>,
+    path: Result<Path<String>, PathRejection>,
+    headers: HeaderMap,
+    q: Params,
+    body: Result<Bytes, BytesRejection>,
+) -> Result<Response, HttpError> {
+    state.metrics.http_produce_requests.fetch_add(1, Relaxed);
+    let r = async {
+        let _principal = state.authenticate(&headers)?;
+        let Path(topic) =
+            path.map_err(|e| ProtocolError::bad_request(format!("bad topic in path: {e}")))?;
+        let req = wire::parse_http(&topic, &params(q)?)?;
+        let body = body.map_err(|e| {
+            if e.status() == StatusCode::PAYLOAD_TOO_LARGE {
+                ProtocolError::new(
+                    ErrorCode::TooLarge,
+                    format!(
+                        "body exceeds maxFrameBytes ({} bytes)",
+                        state.config.max_frame_bytes
+                    ),
+                )
+            } else {
+                ProtocolError::bad_request(format!("cannot read body: {e}"))
+            }
+        })?;
+        Ok::<_, ProtocolError>((req, body))
+    }
+    .await;
+    let (req, body) = r.inspect_err(|_| reject(&state))?;
+    // A request holds a session slot and the drain token while it runs, like a socket.
+    let _permit = state.admit()?;
+    let _token = state.token.clone();
+    let partitions = check_target(&state.kafka, &req).await?;
+    let raw = headers
+        .get(header::CONTENT_TYPE)
+        .and_then(|v| v.to_str().ok())
+        .map(|ct| {
+            let ct = ct.trim_start().to_ascii_lowercase();
+            ct.starts_with("text/plain") || ct.starts_with("application/octet-stream")
+        })
+        .unwrap_or(false);
+    let (decoded, single) = Decoder::new(&req).http_body(body, raw)?;
+    let answers = produce_all(&state.kafka, &req.topic, &partitions, decoded).await;
+    if single {
+        if let Some((id, outcome)) = answers.into_iter().next() {
+            return match outcome {
+                Ok(_) => Ok(json_response(
+                    StatusCode::OK,
+                    &wire::http_result(id.as_ref(), &outcome),
+                )),
+                Err(e) => Err(HttpError(e)),
+            };
+        }
+        return Err(HttpError(ProtocolError::new(
+            ErrorCode::Internal,
+            "no answer for the record",
+        )));
+    }
+    let outcomes: Vec<Outcome> = answers.iter().map(|(_, o)| o.clone()).collect();
+    let results: Vec<_> = answers
+        .iter()
+        .map(|(id, o)| wire::http_result(id.as_ref(), o))
+        .collect();
+    let status = StatusCode::from_u16(wire::http_batch_status(&outcomes))
+        .unwrap_or(StatusCode::MULTI_STATUS);
+    #[derive(serde::Serialize)]
+    struct Batch<'a> {
+        records: Vec<wire::HttpResult<'a>>,
+    }
+    Ok(json_response(status, &Batch { records: results }))
+}
+
+fn json_response(status: StatusCode, body: &impl serde::Serialize) -> Response {
+    match serde_json::to_string(body) {
+        Ok(s) => (status, [(header::CONTENT_TYPE, "application/json")], s).into_response(),
+        Err(e) => HttpError(ProtocolError::new(ErrorCode::Internal, e.to_string())).into_response(),
+    }
+}
+
+/// Sends every record (all in flight together) and waits for every answer, in input order.
+/// A request's records are bounded by the body limit, so they are not windowed further.
+async fn produce_all(
+    kafka: &Kafka,
+    topic: &str,
+    partitions: &[i32],
+    decoded: Vec<Decoded>,
+) -> Vec<(Option<Value>, Outcome)> {
+    let give_up = Instant::now() + Duration::from_secs(30);
+    let mut pending = FuturesOrdered::new();
+    for d in decoded {
+        let r = match d {
+            Ok(r) => r,
+            Err(e) => {
+                pending.push_back(InFlight::done(e.id, Err(e.error)));
+                continue;
+            }
+        };
+        if let Some(p) = r.partition.filter(|p| !partitions.contains(p)) {
+            let e = wire::unknown_partition(topic, p, partitions.len());
+            pending.push_back(InFlight::done(r.id, Err(e)));
+            continue;
+        }
+        loop {
+            match enqueue(kafka, topic, &r) {
+                Enqueue::Sent(f) => pending.push_back(InFlight {
+                    id: r.id.clone(),
+                    state: InFlightState::Sent(f),
+                }),
+                Enqueue::Failed(e) => pending.push_back(InFlight::done(r.id.clone(), Err(e))),
+                Enqueue::Full if Instant::now() < give_up => {
+                    tokio::time::sleep(QUEUE_FULL_RETRY).await;
+                    continue;
+                }
+                Enqueue::Full => pending.push_back(InFlight::done(
+                    r.id.clone(),
+                    Err(ProtocolError::new(
+                        ErrorCode::KafkaUnavailable,
+                        "the producer's queue stayed full; Kafka is not keeping up",
+                    )),
+                )),
+            }
+            break;
+        }
+    }
+    pending.collect().await
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::config::Secret;
+    use rdkafka::mocking::MockCluster;
+
+    /// A session over channels against an in-process mock cluster: `(records in, answers out)`.
+    /// The returned cluster must outlive the session.
+    async fn mock_session(
+        props: &[(&str, &str)],
+    ) -> (
+        MockCluster<'static, rdkafka::producer::DefaultProducerContext>,
+        crate::shutdown::ShutdownTrigger,
+        Decoder,
+        mpsc::Sender<Inbound>,
+        mpsc::Receiver<Out>,
+        tokio::task::JoinHandle<End>,
+    ) {
+        let mock = MockCluster::new(1).unwrap();
+        mock.create_topic("t", 2, 1).unwrap();
+        let mut config = Config {
+            kafka: mock.bootstrap_servers(),
+            ..Config::default()
+        };
+        for (k, v) in props {
+            config
+                .kafka_properties
+                .insert(k.to_string(), Secret::new(*v));
+        }
+        let config = Arc::new(config);
+        let kafka = Arc::new(Kafka::new(config.clone()).unwrap());
+        // Dropping the trigger would count as shutdown, so the caller keeps it.
+        let (trigger, shutdown) = crate::shutdown::channel();
+        let req = wire::parse_ws(&HashMap::from([("topic".into(), "t".into())])).unwrap();
+        let decoder = Decoder::new(&req);
+        let (in_tx, in_rx) = mpsc::channel(READER_QUEUE);
+        let (out_tx, out_rx) = mpsc::channel(WRITER_QUEUE);
+        let session = tokio::spawn(async move {
+            let ctx = Ctx {
+                kafka,
+                config,
+                shutdown,
+            };
+            let partitions = check_target(&ctx.kafka, &req).await.unwrap();
+            let stats = SessionStats::default();
+            let mut s = Session {
+                req: &req,
+                ctx: &ctx,
+                stats: &stats,
+                out: &out_tx,
+                partitions,
+                pending: FuturesOrdered::new(),
+                blocked: VecDeque::new(),
+                acks: VecDeque::new(),
+                writer_gone: false,
+            };
+            let (stop_tx, _stop_rx) = watch::channel(false);
+            s.run(in_rx, stop_tx, Arc::new(AtomicI64::new(now_ms())))
+                .await
+        });
+        (mock, trigger, decoder, in_tx, out_rx, session)
+    }
+
+    async fn expect_acks(out: &mut mpsc::Receiver<Out>, n: usize) {
+        for i in 1..=n {
+            match tokio::time::timeout(Duration::from_secs(20), out.recv()).await {
+                Ok(Some(Out::Text(t))) => {
+                    let v: Value = serde_json::from_str(&t).unwrap();
+                    assert_eq!(v["type"], "ack", "{v}");
+                    assert_eq!(v["id"], Value::from(i), "answers in order");
+                }
+                _ => panic!("answer {i} of {n} missing"),
+            }
+        }
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn stops_taking_records_while_answers_are_not_read() {
+        let (_mock, _trigger, mut decoder, records, mut out, session) = mock_session(&[]).await;
+        // Nobody reads the answers: the session must stop taking records at its limit.
+        let mut taken = 0;
+        loop {
+            let frame = Inbound::Records(decoder.text(Bytes::from_static(b"x")));
+            match tokio::time::timeout(Duration::from_secs(2), records.send(frame)).await {
+                Ok(Ok(())) => taken += 1,
+                Ok(Err(_)) => panic!("session ended"),
+                Err(_) => break,
+            }
+            assert!(taken <= 10 * MAX_IN_FLIGHT, "the session never pushed back");
+        }
+        let bound = MAX_IN_FLIGHT + WRITER_QUEUE + READER_QUEUE + 1;
+        assert!(
+            taken >= MAX_IN_FLIGHT && taken <= bound,
+            "took {taken}, bound {bound}"
+        );
+        // Reading the answers lets it go on; every record is answered once, in order.
+        expect_acks(&mut out, taken).await;
+        records.send(Inbound::End(End::ClientGone)).await.unwrap();
+        assert!(matches!(session.await.unwrap(), End::ClientGone));
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn a_full_producer_queue_parks_records_in_order() {
+        // A queue of 5 messages and a slow broker: most sends meet `QueueFull`.
+        let (mock, _trigger, mut decoder, records, mut out, session) =
+            mock_session(&[("queue.buffering.max.messages", "5")]).await;
+        mock.broker_round_trip_time(1, Duration::from_millis(20))
+            .unwrap();
+        let n = 200;
+        let reader = tokio::spawn(async move {
+            expect_acks(&mut out, n).await;
+            out
+        });
+        for i in 0..n {
+            let v = format!("v{i}");
+            let frame = Inbound::Records(decoder.text(Bytes::from(v)));
+            records.send(frame).await.unwrap();
+        }
+        let _out = reader.await.unwrap();
+        records.send(Inbound::End(End::ClientGone)).await.unwrap();
+        assert!(matches!(session.await.unwrap(), End::ClientGone));
+    }
+
+    #[test]
+    fn read_errors() {
+        assert!(matches!(
+            classify_read_error("Space limit exceeded: Message too long: 10 > 5", 5),
+            End::Error(ProtocolError {
+                code: ErrorCode::TooLarge,
+                ..
+            })
+        ));
+        assert!(matches!(
+            classify_read_error("Connection reset without closing handshake", 5),
+            End::ClientGone
+        ));
+    }
+
+    #[test]
+    fn kafka_errors() {
+        let e = KafkaError::MessageProduction(RDKafkaErrorCode::MessageSizeTooLarge);
+        assert_eq!(
+            enqueue_error(&e, 2_000_000, 1_000_000).code,
+            ErrorCode::TooLarge
+        );
+        let e = KafkaError::MessageProduction(RDKafkaErrorCode::TopicAuthorizationFailed);
+        assert_eq!(delivery_error(&e).code, ErrorCode::Forbidden);
+        let e = KafkaError::MessageProduction(RDKafkaErrorCode::MessageTimedOut);
+        assert_eq!(delivery_error(&e).code, ErrorCode::KafkaUnavailable);
+        let e = KafkaError::MessageProduction(RDKafkaErrorCode::UnknownTopicOrPartition);
+        assert_eq!(delivery_error(&e).code, ErrorCode::UnknownTopic);
+    }
 }

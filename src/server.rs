@@ -115,7 +115,10 @@ pub fn router(state: AppState) -> Router {
         .route("/v1/produce", get(crate::produce::ws_produce))
         .route(
             "/v1/topics/{topic}/records",
-            post(crate::produce::http_produce),
+            // An HTTP produce body is bounded like a WebSocket frame.
+            post(crate::produce::http_produce).layer(axum::extract::DefaultBodyLimit::max(
+                state.config.max_frame_bytes,
+            )),
         )
         .route("/healthz", get(|| async { "ok\n" }))
         .route("/readyz", get(readyz))

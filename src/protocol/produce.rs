@@ -1,1 +1,793 @@
-//! Produce side of the wire protocol (filled in by the produce work).
+//! Produce side of the wire protocol: endpoint parameters, decoding frames into records, acks.
+//!
+//! Pure: the socket and Kafka live in `crate::produce`. The contract is `docs/PROTOCOL-produce.md`.
+
+use std::collections::HashMap;
+use std::fmt::Write;
+
+use base64::engine::general_purpose::{GeneralPurpose, GeneralPurposeConfig};
+use base64::engine::DecodePaddingMode;
+use base64::Engine;
+use bytes::Bytes;
+use serde::Serialize;
+use serde_json::{Map, Value};
+
+use super::consume::Encoding;
+use super::{parse_int, validate_topic, ErrorCode, ProtocolError};
+
+/// How text frames (and HTTP bodies) are read.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum FrameFormat {
+    /// A text frame whose first non-whitespace character is `{` or `[` is JSON records; any other
+    /// text frame is one record's value, verbatim.
+    Auto,
+    /// Every frame is one record's value, verbatim, whatever it looks like.
+    Raw,
+    /// Every text frame must be JSON records.
+    Json,
+}
+
+/// A validated produce request: the target and the defaults records fall back on.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ProduceRequest {
+    pub topic: String,
+    /// Key of records that name none (UTF-8 text of the `key` parameter).
+    pub key: Option<Bytes>,
+    /// Partition of records that name none; without it Kafka's partitioner picks (by key hash).
+    pub partition: Option<i32>,
+    /// Encoding of keys, values and header values in JSON records that name none.
+    pub encoding: Encoding,
+    pub format: FrameFormat,
+}
+
+/// Parses `GET /v1/produce` parameters: `topic` plus the shared ones.
+pub fn parse_ws(q: &HashMap<String, String>) -> Result<ProduceRequest, ProtocolError> {
+    const KNOWN: &[&str] = &["topic", "key", "partition", "encoding", "format", "token"];
+    reject_unknown(q, KNOWN)?;
+    let topic = match q.get("topic").map(|t| t.trim()) {
+        Some(t) if !t.is_empty() => t,
+        _ => {
+            return Err(ProtocolError::bad_request(
+                "missing required parameter topic; try ws://HOST:PORT/v1/produce?topic=T",
+            ))
+        }
+    };
+    parse_common(topic, q)
+}
+
+/// Parses `POST /v1/topics/{topic}/records` parameters; the topic comes from the path.
+pub fn parse_http(
+    topic: &str,
+    q: &HashMap<String, String>,
+) -> Result<ProduceRequest, ProtocolError> {
+    const KNOWN: &[&str] = &["key", "partition", "encoding", "format", "token"];
+    reject_unknown(q, KNOWN)?;
+    parse_common(topic, q)
+}
+
+fn reject_unknown(q: &HashMap<String, String>, known: &[&str]) -> Result<(), ProtocolError> {
+    match q.keys().find(|k| !known.contains(&k.as_str())) {
+        Some(k) => Err(ProtocolError::bad_request(format!(
+            "unknown parameter {k:?}; known: {}",
+            known.join(", ")
+        ))),
+        None => Ok(()),
+    }
+}
+
+fn parse_common(topic: &str, q: &HashMap<String, String>) -> Result<ProduceRequest, ProtocolError> {
+    validate_topic(topic)?;
+    let partition = match q.get("partition") {
+        Some(p) => {
+            let p = parse_int::<i32>("partition", p)?;
+            if p < 0 {
+                return Err(ProtocolError::bad_request("partition must be >= 0"));
+            }
+            Some(p)
+        }
+        None => None,
+    };
+    let encoding = match q.get("encoding") {
+        Some(e) => parse_encoding(e)?,
+        None => Encoding::Text,
+    };
+    let format = match q.get("format").map(String::as_str) {
+        None | Some("auto") => FrameFormat::Auto,
+        Some("raw") => FrameFormat::Raw,
+        Some("json") => FrameFormat::Json,
+        Some(other) => {
+            return Err(ProtocolError::bad_request(format!(
+                "format must be auto, raw or json, got {other:?}"
+            )))
+        }
+    };
+    Ok(ProduceRequest {
+        topic: topic.to_string(),
+        key: q.get("key").map(|k| Bytes::copy_from_slice(k.as_bytes())),
+        partition,
+        encoding,
+        format,
+    })
+}
+
+fn parse_encoding(raw: &str) -> Result<Encoding, ProtocolError> {
+    match raw {
+        "text" => Ok(Encoding::Text),
+        "json" => Ok(Encoding::Json),
+        "base64" => Ok(Encoding::Base64),
+        other => Err(ProtocolError::bad_request(format!(
+            "encoding must be text, json or base64, got {other:?}"
+        ))),
+    }
+}
+
+/// One record to produce.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Record {
+    /// The client's `id`, echoed in the ack.
+    pub id: Option<Value>,
+    /// Position in the socket (1, 2, 3, ...) or in the HTTP body; the ack's id when `id` is absent.
+    pub seq: u64,
+    pub key: Option<Bytes>,
+    pub value: Option<Bytes>,
+    pub headers: Vec<(String, Option<Bytes>)>,
+    /// Explicit partition; `None` lets Kafka's partitioner choose.
+    pub partition: Option<i32>,
+    /// Create time in ms since the Unix epoch; `None` lets the producer stamp it.
+    pub timestamp: Option<i64>,
+}
+
+impl Record {
+    /// The id acks carry: the client's, or the sequence number.
+    pub fn ack_id(&self) -> Value {
+        self.id.clone().unwrap_or_else(|| Value::from(self.seq))
+    }
+}
+
+/// A record that could not be decoded, or a frame that could not be parsed at all.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct RecordError {
+    pub id: Option<Value>,
+    pub seq: u64,
+    pub error: ProtocolError,
+}
+
+impl RecordError {
+    pub fn ack_id(&self) -> Value {
+        self.id.clone().unwrap_or_else(|| Value::from(self.seq))
+    }
+}
+
+/// The decoder's answer per record: a record to produce or an error to ack.
+pub type Decoded = Result<Record, RecordError>;
+
+/// Turns frames into records, numbering them per socket.
+#[derive(Debug, Clone)]
+pub struct Decoder {
+    key: Option<Bytes>,
+    partition: Option<i32>,
+    encoding: Encoding,
+    format: FrameFormat,
+    next_seq: u64,
+}
+
+impl Decoder {
+    pub fn new(req: &ProduceRequest) -> Self {
+        Decoder {
+            key: req.key.clone(),
+            partition: req.partition,
+            encoding: req.encoding,
+            format: req.format,
+            next_seq: 1,
+        }
+    }
+
+    fn seq(&mut self) -> u64 {
+        let s = self.next_seq;
+        self.next_seq += 1;
+        s
+    }
+
+    /// A record whose value is `value`, verbatim, with the request's defaults.
+    fn raw(&mut self, value: Bytes) -> Record {
+        Record {
+            id: None,
+            seq: self.seq(),
+            key: self.key.clone(),
+            value: Some(value),
+            headers: Vec::new(),
+            partition: self.partition,
+            timestamp: None,
+        }
+    }
+
+    /// A binary frame: always one record's value.
+    pub fn binary(&mut self, frame: Bytes) -> Vec<Decoded> {
+        vec![Ok(self.raw(frame))]
+    }
+
+    /// A text frame: JSON records or one raw value, by the rule of the request's `format`.
+    pub fn text(&mut self, frame: Bytes) -> Vec<Decoded> {
+        let looks_json = matches!(frame.trim_ascii_start().first(), Some(b'{' | b'['));
+        match self.format {
+            FrameFormat::Raw => vec![Ok(self.raw(frame))],
+            FrameFormat::Auto if !looks_json => vec![Ok(self.raw(frame))],
+            FrameFormat::Auto | FrameFormat::Json => match serde_json::from_slice::<Value>(&frame) {
+                Ok(v) => self.json(v),
+                Err(e) => vec![Err(self.frame_error(ProtocolError::bad_request(format!(
+                    "invalid JSON: {e}; a text frame starting with {{ or [ must be a JSON record or array of records (send plain values with format=raw)"
+                ))))],
+            },
+        }
+    }
+
+    /// An HTTP body. `raw` bodies (text/plain, application/octet-stream or `format=raw`) are one
+    /// value; others must be a JSON record or array. Returns whether the body was a single record.
+    /// A body that is not JSON fails as a whole.
+    pub fn http_body(
+        &mut self,
+        body: Bytes,
+        raw: bool,
+    ) -> Result<(Vec<Decoded>, bool), ProtocolError> {
+        if raw || self.format == FrameFormat::Raw {
+            return Ok((vec![Ok(self.raw(body))], true));
+        }
+        let v: Value = serde_json::from_slice(&body).map_err(|e| {
+            ProtocolError::bad_request(format!(
+                "invalid JSON body: {e}; send a record object, an array of records, or a plain value with Content-Type: text/plain"
+            ))
+        })?;
+        match v {
+            Value::Object(_) => Ok((self.json(v), true)),
+            Value::Array(ref a) if a.is_empty() => {
+                Err(ProtocolError::bad_request("empty record array"))
+            }
+            Value::Array(_) => Ok((self.json(v), false)),
+            _ => Err(ProtocolError::bad_request(
+                "the body must be a record object or an array of records",
+            )),
+        }
+    }
+
+    fn frame_error(&mut self, error: ProtocolError) -> RecordError {
+        RecordError {
+            id: None,
+            seq: self.seq(),
+            error,
+        }
+    }
+
+    /// A parsed JSON frame: one record object or an array of them.
+    fn json(&mut self, v: Value) -> Vec<Decoded> {
+        match v {
+            Value::Object(m) => vec![self.record(m)],
+            Value::Array(items) if items.is_empty() => vec![Err(
+                self.frame_error(ProtocolError::bad_request("empty record array"))
+            )],
+            Value::Array(items) => items
+                .into_iter()
+                .map(|item| match item {
+                    Value::Object(m) => self.record(m),
+                    other => Err(self.frame_error(ProtocolError::bad_request(format!(
+                        "an array element must be a record object, got {}",
+                        kind(&other)
+                    )))),
+                })
+                .collect(),
+            other => vec![Err(self.frame_error(ProtocolError::bad_request(format!(
+                "a JSON frame must be a record object or an array of records, got {}",
+                kind(&other)
+            ))))],
+        }
+    }
+
+    fn record(&mut self, mut m: Map<String, Value>) -> Decoded {
+        let seq = self.seq();
+        // The id is read first so every later error can name the client's record.
+        let id = match m.remove("id") {
+            None | Some(Value::Null) => None,
+            Some(v @ (Value::String(_) | Value::Number(_))) => Some(v),
+            Some(other) => {
+                return Err(RecordError {
+                    id: None,
+                    seq,
+                    error: ProtocolError::bad_request(format!(
+                        "id must be a string or a number, got {}",
+                        kind(&other)
+                    )),
+                })
+            }
+        };
+        let fail = |error: ProtocolError| RecordError {
+            id: id.clone(),
+            seq,
+            error,
+        };
+        self.record_fields(m, id.clone(), seq).map_err(fail)
+    }
+
+    fn record_fields(
+        &self,
+        mut m: Map<String, Value>,
+        id: Option<Value>,
+        seq: u64,
+    ) -> Result<Record, ProtocolError> {
+        const FIELDS: &str = "id, key, value, headers, partition, timestamp, encoding";
+        if let Some(k) = m.keys().find(|k| {
+            !matches!(
+                k.as_str(),
+                "key" | "value" | "headers" | "partition" | "timestamp" | "encoding"
+            )
+        }) {
+            return Err(ProtocolError::bad_request(format!(
+                "unknown field {k:?} in record (fields: {FIELDS}); to send a JSON document as the value use {{\"value\": DOC, \"encoding\": \"json\"}} or format=raw"
+            )));
+        }
+        let encoding = match m.remove("encoding") {
+            None | Some(Value::Null) => self.encoding,
+            Some(Value::String(s)) => parse_encoding(&s)?,
+            Some(other) => {
+                return Err(ProtocolError::bad_request(format!(
+                    "encoding must be a string, got {}",
+                    kind(&other)
+                )))
+            }
+        };
+        let value = match m.remove("value") {
+            Some(v) => decode(v, encoding, "value")?,
+            None => {
+                return Err(ProtocolError::bad_request(
+                    "a record needs a value (null for a tombstone)",
+                ))
+            }
+        };
+        let key = match m.remove("key") {
+            None => self.key.clone(),
+            Some(v) => decode(v, encoding, "key")?,
+        };
+        let headers = match m.remove("headers") {
+            None | Some(Value::Null) => Vec::new(),
+            Some(Value::Array(hs)) => hs
+                .into_iter()
+                .map(|h| header_entry(h, encoding))
+                .collect::<Result<_, _>>()?,
+            Some(Value::Object(hs)) => hs
+                .into_iter()
+                .map(|(k, v)| Ok((k, decode(v, encoding, "header value")?)))
+                .collect::<Result<_, ProtocolError>>()?,
+            Some(other) => {
+                return Err(ProtocolError::bad_request(format!(
+                    "headers must be an array of {{\"key\",\"value\"}} or an object, got {}",
+                    kind(&other)
+                )))
+            }
+        };
+        let partition = match m.remove("partition") {
+            None => self.partition,
+            Some(Value::Null) => None,
+            Some(v) => Some(
+                v.as_i64()
+                    .and_then(|p| i32::try_from(p).ok())
+                    .filter(|p| *p >= 0)
+                    .ok_or_else(|| {
+                        ProtocolError::bad_request(format!(
+                            "partition must be an integer >= 0, got {v}"
+                        ))
+                    })?,
+            ),
+        };
+        let timestamp = match m.remove("timestamp") {
+            None | Some(Value::Null) => None,
+            Some(v) => Some(v.as_i64().filter(|t| *t >= 0).ok_or_else(|| {
+                ProtocolError::bad_request(format!(
+                    "timestamp must be milliseconds since the Unix epoch, got {v}"
+                ))
+            })?),
+        };
+        Ok(Record {
+            id,
+            seq,
+            key,
+            value,
+            headers,
+            partition,
+            timestamp,
+        })
+    }
+}
+
+fn header_entry(h: Value, encoding: Encoding) -> Result<(String, Option<Bytes>), ProtocolError> {
+    let Value::Object(mut h) = h else {
+        return Err(ProtocolError::bad_request(format!(
+            "a header must be {{\"key\": NAME, \"value\": VALUE}}, got {}",
+            kind(&h)
+        )));
+    };
+    let key = match h.remove("key") {
+        Some(Value::String(k)) => k,
+        _ => {
+            return Err(ProtocolError::bad_request(
+                "a header needs a string key: {\"key\": NAME, \"value\": VALUE}",
+            ))
+        }
+    };
+    let value = match h.remove("value") {
+        Some(v) => decode(v, encoding, "header value")?,
+        None => None,
+    };
+    if let Some(k) = h.keys().next() {
+        return Err(ProtocolError::bad_request(format!(
+            "unknown field {k:?} in header (fields: key, value)"
+        )));
+    }
+    Ok((key, value))
+}
+
+/// Base64 with or without padding: clients differ, and both are unambiguous.
+const BASE64: GeneralPurpose = GeneralPurpose::new(
+    &base64::alphabet::STANDARD,
+    GeneralPurposeConfig::new().with_decode_padding_mode(DecodePaddingMode::Indifferent),
+);
+
+/// Decodes a key, value or header value; `null` is an absent value.
+fn decode(v: Value, encoding: Encoding, field: &str) -> Result<Option<Bytes>, ProtocolError> {
+    match (v, encoding) {
+        (Value::Null, _) => Ok(None),
+        (Value::String(s), Encoding::Text | Encoding::Json) => Ok(Some(Bytes::from(s))),
+        (Value::String(s), Encoding::Base64) => BASE64
+            .decode(s.as_bytes())
+            .map(|b| Some(Bytes::from(b)))
+            .map_err(|e| {
+                ProtocolError::bad_request(format!("{field} is not valid base64: {e}"))
+            }),
+        (other, Encoding::Json) => Ok(Some(Bytes::from(other.to_string()))),
+        (other, Encoding::Text) => Err(ProtocolError::bad_request(format!(
+            "{field} must be a string or null with encoding text, got {}; use \"encoding\": \"json\" to send JSON documents",
+            kind(&other)
+        ))),
+        (other, Encoding::Base64) => Err(ProtocolError::bad_request(format!(
+            "{field} must be a base64 string or null with encoding base64, got {}",
+            kind(&other)
+        ))),
+    }
+}
+
+fn kind(v: &Value) -> &'static str {
+    match v {
+        Value::Null => "null",
+        Value::Bool(_) => "a boolean",
+        Value::Number(_) => "a number",
+        Value::String(_) => "a string",
+        Value::Array(_) => "an array",
+        Value::Object(_) => "an object",
+    }
+}
+
+/// `{"type":"ack","id":ID,"partition":P,"offset":N}`.
+pub fn ack_frame(id: &Value, partition: i32, offset: i64) -> String {
+    let mut s = String::with_capacity(64);
+    s.push_str("{\"type\":\"ack\",\"id\":");
+    push_json(&mut s, id);
+    let _ = write!(s, ",\"partition\":{partition},\"offset\":{offset}}}");
+    s
+}
+
+/// `{"type":"error","id":ID,"code":"...","message":"..."}`.
+pub fn error_frame(id: &Value, error: &ProtocolError) -> String {
+    error.frame_with_id(Some(id))
+}
+
+fn push_json(s: &mut String, v: &Value) {
+    match v {
+        Value::Number(n) => {
+            let _ = write!(s, "{n}");
+        }
+        other => s.push_str(&serde_json::to_string(other).unwrap_or_else(|_| "null".into())),
+    }
+}
+
+/// One record's result in an HTTP answer: `{"id"?,"partition","offset"}` or `{"id"?,"error"}`.
+#[derive(Debug, Serialize)]
+pub struct HttpResult<'a> {
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub id: Option<&'a Value>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub partition: Option<i32>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub offset: Option<i64>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub error: Option<HttpErrorBody<'a>>,
+}
+
+#[derive(Debug, Serialize)]
+pub struct HttpErrorBody<'a> {
+    pub code: &'static str,
+    pub message: &'a str,
+}
+
+pub fn http_result<'a>(
+    id: Option<&'a Value>,
+    outcome: &'a Result<(i32, i64), ProtocolError>,
+) -> HttpResult<'a> {
+    match outcome {
+        Ok((p, o)) => HttpResult {
+            id,
+            partition: Some(*p),
+            offset: Some(*o),
+            error: None,
+        },
+        Err(e) => HttpResult {
+            id,
+            partition: None,
+            offset: None,
+            error: Some(HttpErrorBody {
+                code: e.code.name(),
+                message: &e.message,
+            }),
+        },
+    }
+}
+
+/// The HTTP status of a batch: 200 when every record was stored, 207 when any failed.
+pub fn http_batch_status(outcomes: &[Result<(i32, i64), ProtocolError>]) -> u16 {
+    if outcomes.iter().all(Result::is_ok) {
+        200
+    } else {
+        207
+    }
+}
+
+/// The error for a record naming a partition the topic does not have.
+pub fn unknown_partition(topic: &str, partition: i32, count: usize) -> ProtocolError {
+    ProtocolError::new(
+        ErrorCode::UnknownPartition,
+        format!("partition {partition} does not exist in topic {topic:?} ({count} partitions)"),
+    )
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn q(pairs: &[(&str, &str)]) -> HashMap<String, String> {
+        pairs
+            .iter()
+            .map(|(k, v)| (k.to_string(), v.to_string()))
+            .collect()
+    }
+
+    fn dec(pairs: &[(&str, &str)]) -> Decoder {
+        let mut all = vec![("topic", "t")];
+        all.extend_from_slice(pairs);
+        Decoder::new(&parse_ws(&q(&all)).unwrap())
+    }
+
+    fn text(d: &mut Decoder, s: &str) -> Vec<Decoded> {
+        d.text(Bytes::copy_from_slice(s.as_bytes()))
+    }
+
+    fn one(d: &mut Decoder, s: &str) -> Record {
+        let mut v = text(d, s);
+        assert_eq!(v.len(), 1);
+        v.remove(0).unwrap()
+    }
+
+    fn err(d: &mut Decoder, s: &str) -> RecordError {
+        let mut v = text(d, s);
+        assert_eq!(v.len(), 1);
+        v.remove(0).unwrap_err()
+    }
+
+    #[test]
+    fn params() {
+        let r = parse_ws(&q(&[("topic", "t"), ("key", "k"), ("partition", "2")])).unwrap();
+        assert_eq!(r.topic, "t");
+        assert_eq!(r.key.as_deref(), Some(&b"k"[..]));
+        assert_eq!(r.partition, Some(2));
+        assert_eq!(r.format, FrameFormat::Auto);
+        assert_eq!(r.encoding, Encoding::Text);
+        assert!(parse_ws(&q(&[])).is_err());
+        assert!(parse_ws(&q(&[("topic", "a b")])).is_err());
+        assert!(parse_ws(&q(&[("topic", "t"), ("partition", "-1")])).is_err());
+        assert!(parse_ws(&q(&[("topic", "t"), ("partition", "x")])).is_err());
+        assert!(parse_ws(&q(&[("topic", "t"), ("encoding", "hex")])).is_err());
+        assert!(parse_ws(&q(&[("topic", "t"), ("format", "xml")])).is_err());
+        let e = parse_ws(&q(&[("topic", "t"), ("grup", "g")])).unwrap_err();
+        assert!(e.message.contains("grup"), "{e}");
+        assert!(parse_http("t", &q(&[("topic", "t")])).is_err());
+        assert_eq!(
+            parse_http("t", &q(&[("format", "raw")])).unwrap().format,
+            FrameFormat::Raw
+        );
+    }
+
+    #[test]
+    fn plain_lines_are_values_with_sequence_numbers() {
+        let mut d = dec(&[("key", "k"), ("partition", "1")]);
+        let a = one(&mut d, "hello");
+        let b = one(&mut d, "");
+        let c = d
+            .binary(Bytes::from_static(&[0, 159, 255]))
+            .remove(0)
+            .unwrap();
+        assert_eq!((a.seq, b.seq, c.seq), (1, 2, 3));
+        assert_eq!(a.value.as_deref(), Some(&b"hello"[..]));
+        assert_eq!(b.value.as_deref(), Some(&b""[..]));
+        assert_eq!(c.value.as_deref(), Some(&[0u8, 159, 255][..]));
+        assert_eq!(a.key.as_deref(), Some(&b"k"[..]));
+        assert_eq!(a.partition, Some(1));
+        assert_eq!(a.ack_id(), Value::from(1));
+        // Binary frames are values even when they look like JSON.
+        let j = d
+            .binary(Bytes::from_static(b"{\"value\":1}"))
+            .remove(0)
+            .unwrap();
+        assert_eq!(j.value.as_deref(), Some(&b"{\"value\":1}"[..]));
+    }
+
+    #[test]
+    fn json_record_full() {
+        let mut d = dec(&[("key", "default")]);
+        let r = one(
+            &mut d,
+            r#" {"id":"a-1","key":"k","value":"v","headers":[{"key":"h","value":"x"},{"key":"n","value":null}],"partition":3,"timestamp":1700000000000}"#,
+        );
+        assert_eq!(r.id, Some(Value::from("a-1")));
+        assert_eq!(r.ack_id(), Value::from("a-1"));
+        assert_eq!(r.key.as_deref(), Some(&b"k"[..]));
+        assert_eq!(r.value.as_deref(), Some(&b"v"[..]));
+        assert_eq!(
+            r.headers,
+            vec![
+                ("h".to_string(), Some(Bytes::from_static(b"x"))),
+                ("n".to_string(), None)
+            ]
+        );
+        assert_eq!(r.partition, Some(3));
+        assert_eq!(r.timestamp, Some(1_700_000_000_000));
+        // Defaults apply when fields are absent; null key overrides the default.
+        let r = one(&mut d, r#"{"value":null}"#);
+        assert_eq!(r.key.as_deref(), Some(&b"default"[..]));
+        assert_eq!(r.value, None);
+        assert_eq!(r.seq, 2);
+        let r = one(&mut d, r#"{"value":"x","key":null,"headers":{"a":"1"}}"#);
+        assert_eq!(r.key, None);
+        assert_eq!(
+            r.headers,
+            vec![("a".to_string(), Some(Bytes::from_static(b"1")))]
+        );
+    }
+
+    #[test]
+    fn encodings() {
+        let mut d = dec(&[]);
+        let r = one(&mut d, r#"{"value":"AJ//","key":"aw","encoding":"base64"}"#);
+        assert_eq!(r.value.as_deref(), Some(&[0u8, 159, 255][..]));
+        assert_eq!(r.key.as_deref(), Some(&b"k"[..]));
+        let r = one(&mut d, r#"{"value":{"a":[1,2]},"encoding":"json"}"#);
+        assert_eq!(r.value.as_deref(), Some(&br#"{"a":[1,2]}"#[..]));
+        let r = one(&mut d, r#"{"value":"plain","encoding":"json"}"#);
+        assert_eq!(r.value.as_deref(), Some(&b"plain"[..]));
+        let mut d = dec(&[("encoding", "json")]);
+        let r = one(&mut d, r#"{"value":42}"#);
+        assert_eq!(r.value.as_deref(), Some(&b"42"[..]));
+        let mut d = dec(&[("encoding", "base64")]);
+        let r = one(
+            &mut d,
+            r#"{"value":"aGk=","headers":[{"key":"h","value":"aGk"}]}"#,
+        );
+        assert_eq!(r.value.as_deref(), Some(&b"hi"[..]));
+        assert_eq!(r.headers[0].1.as_deref(), Some(&b"hi"[..]));
+    }
+
+    #[test]
+    fn arrays_get_one_answer_per_element() {
+        let mut d = dec(&[]);
+        let v = text(
+            &mut d,
+            r#"[{"id":7,"value":"a"},{"id":8,"value":1},5,{"value":"c"}]"#,
+        );
+        assert_eq!(v.len(), 4);
+        assert_eq!(v[0].as_ref().unwrap().ack_id(), Value::from(7));
+        let e = v[1].as_ref().unwrap_err();
+        assert_eq!(e.ack_id(), Value::from(8));
+        assert_eq!(e.error.code, ErrorCode::BadRequest);
+        assert_eq!(v[2].as_ref().unwrap_err().ack_id(), Value::from(3));
+        assert_eq!(v[3].as_ref().unwrap().seq, 4);
+        assert_eq!(err(&mut d, "[]").seq, 5);
+    }
+
+    #[test]
+    fn bad_input_is_a_record_error() {
+        let mut d = dec(&[]);
+        for bad in [
+            "{\"value\":",
+            "[1,",
+            r#"{"valeu":"x"}"#,
+            r#"{"key":"k"}"#,
+            r#"{"value":"%%%","encoding":"base64"}"#,
+            r#"{"value":"x","encoding":"hex"}"#,
+            r#"{"value":{"a":1}}"#,
+            r#"{"value":"x","partition":-1}"#,
+            r#"{"value":"x","partition":"1"}"#,
+            r#"{"value":"x","headers":"h"}"#,
+            r#"{"value":"x","headers":[{"value":"x"}]}"#,
+            r#"{"value":"x","timestamp":"now"}"#,
+            r#"{"id":{},"value":"x"}"#,
+            "[INFO] a log line",
+        ] {
+            let e = err(&mut d, bad);
+            assert_eq!(e.error.code, ErrorCode::BadRequest, "{bad}");
+        }
+        // The client's id is named in the error when it could be read.
+        let e = err(&mut d, r#"{"id":"x1","value":"%%","encoding":"base64"}"#);
+        assert_eq!(e.ack_id(), Value::from("x1"));
+        assert!(e.error.message.contains("base64"), "{}", e.error.message);
+    }
+
+    #[test]
+    fn formats() {
+        let mut d = dec(&[("format", "raw")]);
+        let r = one(&mut d, r#"{"value":"x"}"#);
+        assert_eq!(r.value.as_deref(), Some(&br#"{"value":"x"}"#[..]));
+        let mut d = dec(&[("format", "json")]);
+        assert_eq!(err(&mut d, "plain").error.code, ErrorCode::BadRequest);
+        assert!(one(&mut d, r#"{"value":"x"}"#).value.is_some());
+    }
+
+    #[test]
+    fn http_bodies() {
+        let req = parse_http("t", &q(&[])).unwrap();
+        let mut d = Decoder::new(&req);
+        let (v, single) = d
+            .http_body(Bytes::from_static(b"{\"value\":\"x\"}"), false)
+            .unwrap();
+        assert!(single);
+        assert_eq!(v.len(), 1);
+        let (v, single) = d
+            .http_body(
+                Bytes::from_static(b"[{\"value\":\"x\"},{\"value\":\"y\"}]"),
+                false,
+            )
+            .unwrap();
+        assert!(!single);
+        assert_eq!(v.len(), 2);
+        let (v, _) = d.http_body(Bytes::from_static(b"not json"), true).unwrap();
+        assert_eq!(
+            v[0].as_ref().unwrap().value.as_deref(),
+            Some(&b"not json"[..])
+        );
+        assert!(d.http_body(Bytes::from_static(b"not json"), false).is_err());
+        assert!(d.http_body(Bytes::from_static(b"[]"), false).is_err());
+        assert!(d.http_body(Bytes::from_static(b"3"), false).is_err());
+    }
+
+    #[test]
+    fn ack_shapes() {
+        assert_eq!(
+            ack_frame(&Value::from(3), 1, 42),
+            r#"{"type":"ack","id":3,"partition":1,"offset":42}"#
+        );
+        assert_eq!(
+            ack_frame(&Value::from("a\"b"), 0, 0),
+            r#"{"type":"ack","id":"a\"b","partition":0,"offset":0}"#
+        );
+        let e = ProtocolError::new(ErrorCode::TooLarge, "big");
+        assert_eq!(
+            error_frame(&Value::from(2), &e),
+            r#"{"type":"error","id":2,"code":"too_large","message":"big"}"#
+        );
+        let s = |r: &HttpResult<'_>| serde_json::to_string(r).unwrap();
+        assert_eq!(
+            s(&http_result(None, &Ok((1, 5)))),
+            r#"{"partition":1,"offset":5}"#
+        );
+        let failed = Err(e.clone());
+        assert_eq!(
+            s(&http_result(Some(&Value::from("x")), &failed)),
+            r#"{"id":"x","error":{"code":"too_large","message":"big"}}"#
+        );
+        assert_eq!(http_batch_status(&[Ok((0, 1))]), 200);
+        assert_eq!(http_batch_status(&[Ok((0, 1)), Err(e)]), 207);
+    }
+}

@@ -272,3 +272,104 @@ pub async fn committed(group: &str, topic: &str, partitions: i32) -> HashMap<i32
     .await
     .unwrap()
 }
+
+/// A minimal HTTP/1.1 request (no client crate needed): returns (status, body).
+pub async fn http_request(
+    addr: SocketAddr,
+    method: &str,
+    path: &str,
+    headers: &[(&str, &str)],
+    body: &[u8],
+) -> (u16, String) {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let mut s = TcpStream::connect(addr).await.expect("connect to proxy");
+    let mut req = format!(
+        "{method} {path} HTTP/1.1\r\nHost: {addr}\r\nConnection: close\r\nContent-Length: {}\r\n",
+        body.len()
+    );
+    for (k, v) in headers {
+        req.push_str(&format!("{k}: {v}\r\n"));
+    }
+    req.push_str("\r\n");
+    s.write_all(req.as_bytes()).await.unwrap();
+    s.write_all(body).await.unwrap();
+    let mut raw = Vec::new();
+    tokio::time::timeout(Duration::from_secs(40), s.read_to_end(&mut raw))
+        .await
+        .expect("HTTP answer in time")
+        .expect("read HTTP answer");
+    let text = String::from_utf8_lossy(&raw).to_string();
+    let (head, rest) = text.split_once("\r\n\r\n").expect("HTTP head");
+    let status: u16 = head
+        .split_whitespace()
+        .nth(1)
+        .and_then(|s| s.parse().ok())
+        .expect("HTTP status");
+    let chunked = head
+        .to_ascii_lowercase()
+        .contains("transfer-encoding: chunked");
+    let body = if chunked {
+        let mut out = String::new();
+        let mut rest = rest;
+        while let Some((size, tail)) = rest.split_once("\r\n") {
+            let n = usize::from_str_radix(size.trim(), 16).unwrap_or(0);
+            if n == 0 {
+                break;
+            }
+            out.push_str(&tail[..n]);
+            rest = &tail[n + 2..];
+        }
+        out
+    } else {
+        rest.to_string()
+    };
+    (status, body)
+}
+
+/// Reads a topic from the beginning with an independent consumer (no group) until `n` records
+/// arrived, then a little longer to catch duplicates. Records come in per-partition order.
+pub async fn read_back(
+    topic: &str,
+    partitions: i32,
+    n: usize,
+    within: Duration,
+) -> Vec<rdkafka::message::OwnedMessage> {
+    use rdkafka::consumer::{BaseConsumer, Consumer};
+    let c: BaseConsumer = client_config()
+        .set("group.id", unique("readback"))
+        .set("enable.auto.commit", "false")
+        .set("enable.partition.eof", "false")
+        .create()
+        .expect("read-back consumer");
+    let mut tpl = rdkafka::TopicPartitionList::new();
+    for p in 0..partitions {
+        tpl.add_partition_offset(topic, p, rdkafka::Offset::Beginning)
+            .unwrap();
+    }
+    c.assign(&tpl).expect("assign");
+    tokio::task::spawn_blocking(move || {
+        let start = std::time::Instant::now();
+        let mut out = Vec::new();
+        let mut extra_until: Option<std::time::Instant> = None;
+        loop {
+            if let Some(t) = extra_until {
+                if std::time::Instant::now() >= t {
+                    break;
+                }
+            } else if start.elapsed() > within {
+                panic!("read back only {} of {n} records", out.len());
+            }
+            match c.poll(Duration::from_millis(100)) {
+                Some(Ok(m)) => out.push(m.detach()),
+                Some(Err(e)) => panic!("read-back error: {e}"),
+                None => {}
+            }
+            if out.len() >= n && extra_until.is_none() {
+                extra_until = Some(std::time::Instant::now() + Duration::from_millis(500));
+            }
+        }
+        out
+    })
+    .await
+    .unwrap()
+}
