@@ -88,7 +88,10 @@ async fn writer(
                 Some(Outbound::Text { text, batch }) => {
                     let len = text.len();
                     let r = sink.send(Message::Text(text.into())).await;
-                    shared.queued_bytes.fetch_sub(len, Relaxed);
+                    // Only record frames are counted in `queued_bytes` (control frames are not).
+                    if batch.is_some() {
+                        shared.queued_bytes.fetch_sub(len, Relaxed);
+                    }
                     if r.is_err() {
                         break;
                     }
@@ -263,7 +266,6 @@ pub async fn consume(socket: WebSocket, req: ConsumeRequest, deps: Deps, stats: 
         End::Error(e) => {
             tracing::info!(code = e.code.name(), reason = %e.message, "consume session closed with error");
             if matches!(req.format, Format::V1(_)) {
-                shared.queued_bytes.fetch_add(0, Relaxed);
                 let _ = out_tx
                     .send(Outbound::Text {
                         text: e.frame(),
