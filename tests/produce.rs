@@ -418,6 +418,18 @@ async fn unknown_topic_or_partition_and_bad_parameters_are_refused() {
     assert_eq!(code, 4405);
     assert!(reason.contains("partition 5"), "{reason}");
 
+    // Invalid UTF-8 in a text frame breaks RFC 6455: closed with 1007, no error frame.
+    let mut ws = proxy.connect(&format!("/v1/produce?topic={topic}")).await;
+    use tokio_tungstenite::tungstenite::protocol::frame::{coding, Frame};
+    let bad = Frame::message(
+        vec![b'a', 0xff, 0xfe],
+        coding::OpCode::Data(coding::Data::Text),
+        true,
+    );
+    ws.send(Message::Frame(bad)).await.unwrap();
+    let (code, reason) = expect_close(&mut ws, T).await;
+    assert_eq!(code, 1007, "{reason}");
+
     for q in [
         "",
         "topic=a%20b",
@@ -490,6 +502,10 @@ async fn closing_with_records_in_flight_loses_no_acked_record() {
             acked.push(a);
         }
     }
+    println!(
+        "client close: {} of {N} acks arrived before the close",
+        acked.len()
+    );
     // Every record read before the close reaches Kafka, whether or not its ack got out.
     let msgs = read_back(&topic, 2, N, T).await;
     assert_eq!(msgs.len(), N);
@@ -545,6 +561,11 @@ async fn shutdown_answers_records_in_flight_then_closes_1001() {
         }
     }
     assert!(acked >= 1);
+    println!(
+        "shutdown: {acked} acked, {} refused, {} unanswered of {N}",
+        answered.len() - acked,
+        N - answered.len()
+    );
     let msgs = read_back(&topic, 1, acked, T).await;
     assert_eq!(msgs.len(), acked, "exactly the acked records are in Kafka");
     for (i, m) in msgs.iter().enumerate() {
