@@ -41,7 +41,9 @@ use crate::shutdown::Shutdown;
 
 /// Records of one socket read but not yet answered (in the producer, awaiting delivery, or
 /// queued as acks). At the limit the socket is not read, so TCP pushes back on the client.
-pub const MAX_IN_FLIGHT: usize = 1000;
+/// Large enough to keep librdkafka's batches full (1000 measured about 20% slower); cheap,
+/// because a sent record's bytes live in librdkafka's bounded queue and only its answer is held.
+pub const MAX_IN_FLIGHT: usize = 10_000;
 
 /// Decoded frames the reader task may hold ahead of the session.
 const READER_QUEUE: usize = 4;
