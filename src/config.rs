@@ -505,7 +505,7 @@ mod tests {
         assert!(e.to_string().contains("KAFKA_PROXY_MAX_BYTES"), "{e}");
         let e = load(&["-X", "group.id=x"], &[]).unwrap_err();
         assert!(e.to_string().contains("group.id"), "{e}");
-        let e = load(&["--partition", "-1"], &[]).unwrap_err();
+        let e = load(&["--partition=-1"], &[]).unwrap_err();
         assert!(e.to_string().contains("partition"), "{e}");
     }
 

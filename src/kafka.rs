@@ -364,7 +364,13 @@ impl Kafka {
             .set("auto.offset.reset", c.offset_reset.as_str())
             .set("queued.max.messages.kbytes", queue_kb.to_string())
             .set("queued.min.messages", "10000")
+            // librdkafka waits this long to fetch again once the prefetch queue above is full
+            // (default 1000 ms): with a small queue that capped a session at one fetch a second.
+            .set("fetch.queue.backoff.ms", "5")
             .set("fetch.max.bytes", fetch_max.to_string())
+            // Only checked against fetch.max.bytes on a consumer; brokers still return a record
+            // larger than the fetch limit on its own (KIP-74), so big records are not stuck.
+            .set("message.max.bytes", fetch_max.to_string())
             .set("max.partition.fetch.bytes", fetch_max.to_string())
             .set("fetch.wait.max.ms", "100")
             .set("heartbeat.interval.ms", "1000")

@@ -516,7 +516,10 @@ impl Session<'_> {
         self.stats.set_buffered(held);
         self.stats.unacked.store(self.unacked_records, Relaxed);
         let limit = self.config.session_buffer_bytes / 2;
-        let over = held >= limit || !self.stash.is_empty() || self.window_left() == 0;
+        // The stash counts in `held`, so it is bounded too; it being non-empty alone is normal
+        // (a frame filled while the previous one was still being written) and must not pause,
+        // since every resume costs a re-fetch.
+        let over = held >= limit || self.window_left() == 0;
         if over && !self.paused {
             self.set_paused(true);
         } else if !over && self.paused && held < limit / 2 {
