@@ -490,3 +490,63 @@ async fn reqwest_get(proxy: &Proxy, path: &str) -> String {
     assert!(text.starts_with("HTTP/1.1 200"), "{text}");
     text.split("\r\n\r\n").nth(1).unwrap_or("").to_string()
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn dead_peer_is_detected_and_its_session_cleaned_up() {
+    let topic = topic("v1-dead", 1).await;
+    let proxy = Proxy::start_with(|c| c.ping_interval = Duration::from_secs(1)).await;
+    // A client that never reads never answers pings: it looks exactly like a dead peer.
+    let silent = proxy
+        .connect(&format!(
+            "/v1/consume?topic={topic}&partition=0&from=earliest"
+        ))
+        .await;
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    let v: Value = serde_json::from_str(&reqwest_get(&proxy, "/admin/sessions").await).unwrap();
+    assert_eq!(v["sessions"].as_array().unwrap().len(), 1);
+    let mut gone = false;
+    for _ in 0..20 {
+        tokio::time::sleep(Duration::from_millis(500)).await;
+        let v: Value = serde_json::from_str(&reqwest_get(&proxy, "/admin/sessions").await).unwrap();
+        if v["sessions"].as_array().unwrap().is_empty() {
+            gone = true;
+            break;
+        }
+    }
+    assert!(
+        gone,
+        "session of a silent peer is dropped after three ping intervals"
+    );
+    drop(silent);
+    proxy.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn one_group_socket_reads_several_topics() {
+    let t1 = topic("v1-multi-a", 1).await;
+    let t2 = topic("v1-multi-b", 2).await;
+    produce(&t1, 0, &[b"a0"]).await;
+    produce(&t2, 1, &[b"b1"]).await;
+    let proxy = Proxy::start().await;
+    let mut ws = proxy
+        .connect(&format!(
+            "/v1/consume?topic={t1},{t2}&group={}",
+            unique("g")
+        ))
+        .await;
+    let a = next_of(&mut ws, "assigned").await;
+    assert_eq!(a["partitions"].as_array().unwrap().len(), 3);
+    let mut got = BTreeSet::new();
+    while got.len() < 2 {
+        let f = next_of(&mut ws, "records").await;
+        for r in f["records"].as_array().unwrap() {
+            got.insert((
+                r["topic"].as_str().unwrap().to_string(),
+                r["value"].as_str().unwrap().to_string(),
+            ));
+        }
+    }
+    assert!(got.contains(&(t1.clone(), "a0".into())) && got.contains(&(t2.clone(), "b1".into())));
+    close(ws).await;
+    proxy.stop().await;
+}
