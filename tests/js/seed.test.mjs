@@ -107,3 +107,26 @@ test('unknown topic closes with 4404 and a reason, never a silent 1000', async (
     await proxy.stop();
   }
 });
+
+test('the seed-style periodic stats log reports per group and topic', async () => {
+  const proxy = await startProxy(['--stats-interval', '1']);
+  try {
+    const topic = unique('js-stats');
+    const group = unique('statsgroup');
+    createTopic(topic);
+    consoleProduce(topic, ['a', 'b']);
+    const ws = new WebSocket(proxy.url(`/?topic=${topic}&consumerGroup=${group}`));
+    await collectSeed(ws, 2);
+    let line;
+    for (let i = 0; i < 50 && !line; i++) {
+      await new Promise((r) => setTimeout(r, 100));
+      line = proxy.log().split('\n').find((l) => l.includes(group) && l.includes('sent=2'));
+    }
+    assert.ok(line, `stats line for ${group}: ${proxy.log()}`);
+    assert.match(line, new RegExp(`topic=${topic}`));
+    assert.match(line, /received=2/);
+    ws.close();
+  } finally {
+    await proxy.stop();
+  }
+});
