@@ -3,6 +3,7 @@
 //! Secrets are compared in constant time and never logged.
 
 use base64::Engine;
+use sha2::{Digest, Sha256};
 use subtle::ConstantTimeEq;
 
 use crate::config::Secret;
@@ -77,9 +78,10 @@ impl Authenticator {
 }
 
 fn ct_eq(a: &[u8], b: &[u8]) -> bool {
-    // ConstantTimeEq on slices of different lengths returns false without comparing bytes, which
-    // leaks only the length.
-    a.ct_eq(b).into()
+    // Compare fixed-length digests: comparing the raw slices would return early when the lengths
+    // differ and so reveal the password's length.
+    let (da, db) = (Sha256::digest(a), Sha256::digest(b));
+    da.as_slice().ct_eq(db.as_slice()).into()
 }
 
 #[cfg(test)]

@@ -106,7 +106,7 @@ pub struct Config {
     pub session_buffer_bytes: usize,
     /// Largest client frame accepted, in bytes.
     pub max_frame_bytes: usize,
-    /// Most concurrent WebSocket sessions; more are refused with 503 before the upgrade.
+    /// Most concurrent sessions; more are refused with 429 `limit_reached` before the upgrade.
     pub max_connections: usize,
     /// Interval of the seed-style per-group stats log; `None` disables it.
     pub stats_interval: Option<Duration>,
@@ -367,8 +367,11 @@ impl Config {
                 return Err(bad("auth", "must not be empty"));
             }
         }
-        if session_buffer_bytes < 64 * 1024 {
-            return Err(bad("sessionBufferBytes", "must be at least 65536"));
+        if !(64 * 1024..=1 << 30).contains(&session_buffer_bytes) {
+            return Err(bad(
+                "sessionBufferBytes",
+                "must be between 65536 and 1073741824",
+            ));
         }
         if max_frame_bytes < 1024 {
             return Err(bad("maxFrameBytes", "must be at least 1024"));
@@ -418,6 +421,8 @@ const PROXY_OWNED_PROPERTIES: &[&str] = &[
     "enable.auto.commit",
     "enable.idempotence",
     "bootstrap.servers",
+    // A static member id shared by every session would make each new socket fence the last.
+    "group.instance.id",
 ];
 
 /// Why startup configuration failed: a flag error (clap prints it, including `--help`) or a bad value.

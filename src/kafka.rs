@@ -42,6 +42,8 @@ pub enum KafkaAdapterError {
         low: i64,
         high: i64,
     },
+    #[error("Kafka denies access to topic {0:?}")]
+    Forbidden(String),
     #[error("Kafka is unreachable: {0}")]
     Unavailable(String),
     #[error("Kafka error: {0}")]
@@ -55,6 +57,7 @@ impl From<KafkaAdapterError> for ProtocolError {
         let code = match &e {
             KafkaAdapterError::UnknownTopic(_) => ErrorCode::UnknownTopic,
             KafkaAdapterError::UnknownPartition(..) => ErrorCode::UnknownPartition,
+            KafkaAdapterError::Forbidden(_) => ErrorCode::Forbidden,
             KafkaAdapterError::OffsetOutOfRange { .. } => ErrorCode::OffsetOutOfRange,
             KafkaAdapterError::Unavailable(_) => ErrorCode::KafkaUnavailable,
             KafkaAdapterError::Kafka(k) if is_unavailable(k) => ErrorCode::KafkaUnavailable,
@@ -111,6 +114,9 @@ pub struct Kafka {
     pub producer: FutureProducer<LogContext>,
     /// Last readiness probe (time, result), so `/readyz` polled often costs one look-up a second.
     ready: Mutex<Option<(Instant, bool)>>,
+    /// Only one readiness look-up at a time; concurrent callers wait for it and read its result,
+    /// so an unauthenticated `/readyz` flood cannot occupy the blocking pool.
+    ready_refresh: tokio::sync::Mutex<()>,
     /// Partition lists of existing topics with when they were fetched, so produce does not pay a
     /// blocking metadata round trip per request. Unknown topics are never cached.
     partition_cache: Mutex<PartitionCache>,
@@ -141,6 +147,7 @@ impl Kafka {
             meta: Arc::new(meta),
             producer,
             ready: Mutex::new(None),
+            ready_refresh: tokio::sync::Mutex::new(()),
             partition_cache: Mutex::new(HashMap::new()),
         })
     }
@@ -172,6 +179,9 @@ impl Kafka {
                 None => {}
                 Some(RDKafkaRespErr::RD_KAFKA_RESP_ERR_UNKNOWN_TOPIC_OR_PART) => {
                     return Err(KafkaAdapterError::UnknownTopic(topic.clone()))
+                }
+                Some(RDKafkaRespErr::RD_KAFKA_RESP_ERR_TOPIC_AUTHORIZATION_FAILED) => {
+                    return Err(KafkaAdapterError::Forbidden(topic.clone()))
                 }
                 Some(e) => {
                     return Err(KafkaAdapterError::Kafka(KafkaError::MetadataFetch(
@@ -224,15 +234,23 @@ impl Kafka {
 
     /// Whether Kafka answers a metadata request; cached for a second.
     pub async fn ready(&self) -> bool {
-        if let Ok(guard) = self.ready.lock() {
-            if let Some((at, ok)) = *guard {
-                if at.elapsed() < Duration::from_secs(1) {
-                    return ok;
-                }
-            }
+        let cached = || {
+            self.ready.lock().ok().and_then(|g| match *g {
+                Some((at, ok)) if at.elapsed() < Duration::from_secs(1) => Some(ok),
+                _ => None,
+            })
+        };
+        if let Some(ok) = cached() {
+            return ok;
+        }
+        let _refresh = self.ready_refresh.lock().await;
+        if let Some(ok) = cached() {
+            return ok;
         }
         let meta = self.meta.clone();
         let ok = blocking(move || {
+            // This client has no group, so errors queue on its main queue: drain them here.
+            let _ = meta.poll(Duration::ZERO);
             Ok(meta
                 .fetch_metadata(None, Duration::from_secs(2))
                 .map(|md| !md.brokers().is_empty())
@@ -304,10 +322,11 @@ impl Kafka {
                 if let StartAt::Offsets(per) = start {
                     for (p, _) in per {
                         if !all.iter().any(|(_, ap)| ap == p) {
+                            let ps = self.partitions(&topics[0]).await?;
                             return Err(KafkaAdapterError::UnknownPartition(
                                 topics[0].clone(),
                                 *p,
-                                all.len(),
+                                ps.len(),
                             ));
                         }
                     }
@@ -322,6 +341,9 @@ impl Kafka {
                 let resolved =
                     blocking(move || Ok(meta.offsets_for_times(tpl, LOOKUP_TIMEOUT)?)).await?;
                 for e in resolved.elements() {
+                    if let Err(err) = e.error() {
+                        return Err(KafkaAdapterError::Kafka(err));
+                    }
                     let off = match e.offset() {
                         Offset::Offset(o) if o >= 0 => Offset::Offset(o),
                         // No record at or after the timestamp: start at the end.
@@ -496,6 +518,12 @@ impl ConsumerContext for SessionContext {
                         let _ = tpl.set_partition_offset(t, *p, off);
                     }
                 }
+                // The client's start position is for its first assignment only. A partition it
+                // takes over later (another member left) continues from the group's commit;
+                // seeking it would skip the records that member never committed.
+                if let Ok(mut plan) = self.first_offsets.lock() {
+                    plan.clear();
+                }
                 let r = match base_consumer.rebalance_protocol() {
                     rdkafka::consumer::RebalanceProtocol::Cooperative => {
                         base_consumer.incremental_assign(tpl)
@@ -509,10 +537,11 @@ impl ConsumerContext for SessionContext {
             }
             RDKafkaRespErr::RD_KAFKA_RESP_ERR__REVOKE_PARTITIONS => {
                 // Commit what was delivered (auto) or acknowledged (ack) before giving it away, so
-                // the next owner starts right after it.
+                // the next owner starts right after it. Async: this runs on a tokio worker, and
+                // librdkafka waits for outstanding commits before it rejoins the group.
                 if self.commit != CommitMode::None {
                     if let Err(e) =
-                        base_consumer.commit_consumer_state(rdkafka::consumer::CommitMode::Sync)
+                        base_consumer.commit_consumer_state(rdkafka::consumer::CommitMode::Async)
                     {
                         if e.rdkafka_error_code() != Some(RDKafkaErrorCode::NoOffset) {
                             tracing::debug!(error = %e, "commit on revoke failed");

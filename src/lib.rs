@@ -11,6 +11,7 @@
 //! - [`kafka`]: librdkafka clients, metadata look-ups, the session consumer's rebalance hooks.
 //! - [`metrics`]: counters, the session registry, `/metrics` and the seed's stats log.
 //! - [`shutdown`]: the stop signal and the wait for sessions to drain.
+//! - [`socket`]: WebSocket plumbing shared by sessions: bounded sends, read-error mapping.
 //!
 //! Data flows one way: Kafka -> session -> encoder -> socket, and socket -> decoder -> producer ->
 //! ack for produce.
@@ -26,6 +27,7 @@ pub mod protocol;
 pub mod server;
 pub mod session;
 pub mod shutdown;
+pub mod socket;
 pub mod tail;
 
 use std::sync::Arc;
@@ -78,23 +80,28 @@ pub async fn run(
     let mut stop = shutdown.clone();
     let serve = tokio::spawn(server::serve(listener, app, shutdown.clone()));
     stop.wait().await;
+    let deadline = tokio::time::Instant::now() + grace;
     tracing::info!(sessions = metrics.active(), "shutting down");
     // Sessions see the same signal, close with 1001 and commit; wait for them within the grace.
     let drain = async {
         drained.wait().await;
         let _ = serve.await;
     };
-    if tokio::time::timeout(grace, drain).await.is_err() {
+    if tokio::time::timeout_at(deadline, drain).await.is_err() {
         tracing::warn!(
             sessions = metrics.active(),
             "grace period over; exiting with sessions open"
         );
     }
-    // Queued produce records get the rest of the grace period to reach Kafka.
+    // Queued produce records get what is left of the grace period (at least a moment) to reach
+    // Kafka.
+    let left = deadline
+        .saturating_duration_since(tokio::time::Instant::now())
+        .max(std::time::Duration::from_millis(200));
     let k = kafka.clone();
     let _ = tokio::task::spawn_blocking(move || {
         use rdkafka::producer::Producer;
-        let _ = k.producer.flush(std::time::Duration::from_secs(2));
+        let _ = k.producer.flush(left);
     })
     .await;
     Ok(())

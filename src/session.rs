@@ -26,6 +26,7 @@ use crate::protocol::consume::{
 };
 use crate::protocol::{ErrorCode, ProtocolError};
 use crate::shutdown::Shutdown;
+use crate::socket;
 
 /// Frames queued to the writer task beyond the one being written. Small on purpose: the socket's
 /// own buffer is the queue, and backpressure must reach Kafka quickly.
@@ -44,8 +45,8 @@ enum Inbound {
     Frame(ClientFrame),
     /// A malformed frame: answered with an error frame, the socket stays open.
     Bad(ProtocolError),
-    /// A frame larger than allowed: the socket is closed with 4413.
-    TooLarge(String),
+    /// The socket cannot go on: a frame over the limit (4413) or a WebSocket violation.
+    Broken(socket::ReadError),
     Closed,
 }
 
@@ -64,7 +65,7 @@ pub fn spawn_writer(
     shared: Arc<Shared>,
 ) -> (
     mpsc::Sender<Outbound>,
-    mpsc::UnboundedReceiver<u64>,
+    mpsc::UnboundedReceiver<(u64, usize)>,
     tokio::task::JoinHandle<()>,
 ) {
     let (tx, rx) = mpsc::channel(WRITER_QUEUE);
@@ -76,10 +77,11 @@ pub fn spawn_writer(
 async fn writer(
     mut sink: SplitSink<WebSocket, Message>,
     mut rx: mpsc::Receiver<Outbound>,
-    written: mpsc::UnboundedSender<u64>,
+    written: mpsc::UnboundedSender<(u64, usize)>,
     ping_interval: Duration,
     shared: Arc<Shared>,
 ) {
+    let limit = socket::stall_limit(ping_interval);
     let mut ping = tokio::time::interval(ping_interval);
     ping.tick().await;
     loop {
@@ -87,29 +89,31 @@ async fn writer(
             out = rx.recv() => match out {
                 Some(Outbound::Text { text, batch }) => {
                     let len = text.len();
-                    let r = sink.send(Message::Text(text.into())).await;
+                    let ok = socket::send_within(&mut sink, Message::Text(text.into()), limit).await;
                     // Only record frames are counted in `queued_bytes` (control frames are not).
                     if batch.is_some() {
                         shared.queued_bytes.fetch_sub(len, Relaxed);
                     }
-                    if r.is_err() {
+                    if !ok {
                         break;
                     }
                     if let Some(b) = batch {
-                        let _ = written.send(b);
+                        let _ = written.send((b, len));
                     }
                 }
                 Some(Outbound::Close(code, reason)) => {
-                    let _ = sink
-                        .send(Message::Close(Some(CloseFrame { code, reason: reason.into() })))
-                        .await;
-                    let _ = sink.flush().await;
+                    let close = Message::Close(Some(CloseFrame { code, reason: reason.into() }));
+                    socket::send_within(&mut sink, close, limit).await;
                     break;
                 }
-                None => break,
+                None => {
+                    // Sends tungstenite's queued echo of a client's close frame.
+                    let _ = tokio::time::timeout(limit, sink.flush()).await;
+                    break;
+                }
             },
             _ = ping.tick() => {
-                if sink.send(Message::Ping(Default::default())).await.is_err() {
+                if !socket::send_within(&mut sink, Message::Ping(Default::default()), limit).await {
                     break;
                 }
             }
@@ -121,9 +125,9 @@ fn spawn_reader(
     mut stream: SplitStream<WebSocket>,
     format: Format,
     shared: Arc<Shared>,
-) -> mpsc::Receiver<Inbound> {
+) -> (mpsc::Receiver<Inbound>, tokio::task::JoinHandle<()>) {
     let (tx, rx) = mpsc::channel(16);
-    tokio::spawn(async move {
+    let handle = tokio::spawn(async move {
         while let Some(msg) = stream.next().await {
             shared.last_seen_ms.store(now_ms(), Relaxed);
             let inbound = match msg {
@@ -143,23 +147,19 @@ fn spawn_reader(
                 },
                 Ok(Message::Ping(_)) | Ok(Message::Pong(_)) => continue,
                 Ok(Message::Close(_)) => Inbound::Closed,
-                Err(e) => {
-                    let text = e.to_string();
-                    if text.contains("too long") || text.contains("Space limit") {
-                        Inbound::TooLarge(text)
-                    } else {
-                        Inbound::Closed
-                    }
-                }
+                Err(e) => match socket::classify_read_error(&e.to_string()) {
+                    socket::ReadError::Gone => Inbound::Closed,
+                    broken => Inbound::Broken(broken),
+                },
             };
-            let end = matches!(inbound, Inbound::Closed | Inbound::TooLarge(_));
+            let end = matches!(inbound, Inbound::Closed | Inbound::Broken(_));
             if tx.send(inbound).await.is_err() || end {
                 return;
             }
         }
         let _ = tx.send(Inbound::Closed).await;
     });
-    rx
+    (rx, handle)
 }
 
 /// Offsets a frame carries for one partition.
@@ -217,7 +217,7 @@ pub async fn consume(socket: WebSocket, req: ConsumeRequest, deps: Deps, stats: 
     let (sink, stream) = socket.split();
     let (out_tx, written_rx, writer) =
         spawn_writer(sink, deps.config.ping_interval, shared.clone());
-    let inbound = spawn_reader(stream, req.format, shared.clone());
+    let (inbound, reader) = spawn_reader(stream, req.format, shared.clone());
 
     let end = match start(&req, &deps).await {
         Ok((consumer, events_rx)) => {
@@ -242,6 +242,9 @@ pub async fn consume(socket: WebSocket, req: ConsumeRequest, deps: Deps, stats: 
                 inflight_records: 0,
                 last_written: 0,
                 paused: false,
+                revoked: Vec::new(),
+                acked: Default::default(),
+                holding: None,
             };
             let end = s
                 .run(inbound, events_rx, written_rx, deps.shutdown.clone())
@@ -263,24 +266,36 @@ pub async fn consume(socket: WebSocket, req: ConsumeRequest, deps: Deps, stats: 
     let (code, reason) = match end {
         End::ClientGone => (None, String::new()),
         End::Shutdown => (Some(1001), "proxy shutting down".to_string()),
+        End::Violation(code, reason) => {
+            tracing::debug!(code, %reason, "consume socket violated the WebSocket protocol");
+            (Some(code), reason)
+        }
         End::Error(e) => {
             tracing::info!(code = e.code.name(), reason = %e.message, "consume session closed with error");
             if matches!(req.format, Format::V1(_)) {
-                let _ = out_tx
-                    .send(Outbound::Text {
-                        text: e.frame(),
-                        batch: None,
-                    })
-                    .await;
+                let frame = Outbound::Text {
+                    text: e.frame(),
+                    batch: None,
+                };
+                let _ = tokio::time::timeout(Duration::from_secs(5), out_tx.send(frame)).await;
             }
             (Some(e.code.close_code()), e.close_reason())
         }
     };
     if let Some(code) = code {
-        let _ = out_tx.send(Outbound::Close(code, reason)).await;
+        let close = out_tx.send(Outbound::Close(code, reason));
+        let _ = tokio::time::timeout(Duration::from_secs(5), close).await;
     }
     drop(out_tx);
-    let _ = tokio::time::timeout(Duration::from_secs(5), writer).await;
+    // A writer still stuck on a peer that reads nothing must not outlive the session.
+    let abort = writer.abort_handle();
+    if tokio::time::timeout(Duration::from_secs(5), writer)
+        .await
+        .is_err()
+    {
+        abort.abort();
+    }
+    reader.abort();
     stats.set_buffered(0);
 }
 
@@ -288,6 +303,8 @@ enum End {
     ClientGone,
     Shutdown,
     Error(ProtocolError),
+    /// A WebSocket-level violation: close with this RFC 6455 code, no error frame.
+    Violation(u16, String),
 }
 
 async fn start(
@@ -313,13 +330,29 @@ async fn start(
     let consumer = deps
         .kafka
         .session_consumer(req.group.as_deref(), req.commit, ctx)?;
+    if let Err(e) = join(&consumer, req, explicit, &plan.partitions, &events_tx) {
+        // Closing a consumer blocks; keep it off the async workers.
+        let _ = tokio::task::spawn_blocking(move || drop(consumer)).await;
+        return Err(e);
+    }
+    Ok((consumer, events_rx))
+}
+
+/// Subscribes to the group or assigns the explicit partitions.
+fn join(
+    consumer: &StreamConsumer<SessionContext>,
+    req: &ConsumeRequest,
+    explicit: Option<Result<rdkafka::TopicPartitionList, rdkafka::error::KafkaError>>,
+    partitions: &[(String, i32)],
+    events_tx: &mpsc::UnboundedSender<RebalanceEvent>,
+) -> Result<(), ProtocolError> {
     match explicit {
         Some(tpl) => {
             let tpl = tpl.map_err(|e| ProtocolError::new(ErrorCode::KafkaError, e.to_string()))?;
             consumer
                 .assign(&tpl)
                 .map_err(|e| ProtocolError::new(ErrorCode::KafkaError, e.to_string()))?;
-            let _ = events_tx.send(RebalanceEvent::Assigned(plan.partitions.clone()));
+            let _ = events_tx.send(RebalanceEvent::Assigned(partitions.to_vec()));
         }
         None => {
             let topics: Vec<&str> = req.topics.iter().map(String::as_str).collect();
@@ -328,7 +361,7 @@ async fn start(
                 .map_err(|e| ProtocolError::new(ErrorCode::KafkaError, e.to_string()))?;
         }
     }
-    Ok((consumer, events_rx))
+    Ok(())
 }
 
 struct Session<'a> {
@@ -358,14 +391,27 @@ struct Session<'a> {
     /// Highest frame sequence written to the socket.
     last_written: u64,
     paused: bool,
+    /// Partitions revoked from this socket whose records may still be in flight to it.
+    revoked: Vec<(String, i32)>,
+    /// Highest offset acknowledged per partition (ack mode), so acks never move a commit back.
+    acked: std::collections::HashMap<(String, i32), i64>,
+    /// Since when the session has stopped polling Kafka because it holds too much; `None` while
+    /// it polls. Not polling is the cheap, immediate backpressure (librdkafka's own queue is
+    /// bounded); partitions are paused only when the hold lasts `PAUSE_AFTER`, because every
+    /// pause purges librdkafka's prefetch and every resume re-fetches.
+    holding: Option<Instant>,
 }
+
+/// How long a session may hold (not poll) before its partitions are paused, which keeps it a
+/// live group member (`max.poll.interval.ms`) while a slow client reads nothing.
+const PAUSE_AFTER: Duration = Duration::from_secs(5);
 
 impl Session<'_> {
     async fn run(
         &mut self,
         mut inbound: mpsc::Receiver<Inbound>,
         mut events: mpsc::UnboundedReceiver<RebalanceEvent>,
-        mut written: mpsc::UnboundedReceiver<u64>,
+        mut written: mpsc::UnboundedReceiver<(u64, usize)>,
         mut shutdown: Shutdown,
     ) -> End {
         let mut stream = self.consumer.stream();
@@ -387,6 +433,11 @@ impl Session<'_> {
             tokio::select! {
                 biased;
                 _ = shutdown.wait() => return End::Shutdown,
+                // Before client frames: an ack may arrive right after its frame was written.
+                w = written.recv() => match w {
+                    Some((seq, len)) => self.on_written(seq, len),
+                    None => return End::ClientGone,
+                },
                 m = inbound.recv() => match m {
                     Some(Inbound::Frame(f)) => {
                         if let Err(e) = self.on_client_frame(f) {
@@ -396,17 +447,17 @@ impl Session<'_> {
                     Some(Inbound::Bad(e)) => {
                         let _ = self.out.send(Outbound::Text { text: e.frame(), batch: None }).await;
                     }
-                    Some(Inbound::TooLarge(msg)) => {
+                    Some(Inbound::Broken(socket::ReadError::TooLarge(msg))) => {
                         return End::Error(ProtocolError::new(ErrorCode::TooLarge, format!(
-                            "client frame over maxFrameBytes ({}): {msg}", self.config.max_frame_bytes)));
+                            "client frame over maxFrameBytes ({} bytes): {msg}", self.config.max_frame_bytes)));
                     }
+                    Some(Inbound::Broken(socket::ReadError::Violation(code, reason))) => {
+                        return End::Violation(code, reason);
+                    }
+                    Some(Inbound::Broken(socket::ReadError::Gone)) => return End::ClientGone,
                     Some(Inbound::Closed) | None => return End::ClientGone,
                 },
                 ev = events.recv() => if let Some(ev) = ev { self.on_rebalance(ev).await },
-                seq = written.recv() => match seq {
-                    Some(seq) => self.on_written(seq),
-                    None => return End::ClientGone,
-                },
                 permit = self.out.reserve(), if flush_ready => match permit {
                     Ok(permit) => {
                         let text = self.writer.finish();
@@ -420,7 +471,7 @@ impl Session<'_> {
                     }
                     Err(_) => return End::ClientGone,
                 },
-                m = stream.next() => match m {
+                m = stream.next(), if self.holding.is_none() || self.paused => match m {
                     Some(Ok(m)) => self.on_message(&m),
                     Some(Err(e)) => {
                         if let Some(end) = classify_consumer_error(&e) {
@@ -465,8 +516,9 @@ impl Session<'_> {
             self.push(m);
         } else {
             self.batch_full = !self.writer.is_empty();
-            self.stash_bytes += size;
-            self.stash.push_back(m.detach());
+            let owned = m.detach();
+            self.stash_bytes += held_size(&owned);
+            self.stash.push_back(owned);
         }
     }
 
@@ -504,7 +556,7 @@ impl Session<'_> {
                 return;
             }
             if let Some(m) = self.stash.pop_front() {
-                self.stash_bytes -= size;
+                self.stash_bytes -= held_size(&m);
                 self.push(&m);
             }
         }
@@ -520,11 +572,19 @@ impl Session<'_> {
         // (a frame filled while the previous one was still being written) and must not pause,
         // since every resume costs a re-fetch.
         let over = held >= limit || self.window_left() == 0;
-        if over && !self.paused {
-            self.set_paused(true);
-        } else if !over && self.paused && held < limit / 2 {
-            self.set_paused(false);
+        if over {
+            let since = *self.holding.get_or_insert_with(Instant::now);
+            if !self.paused && since.elapsed() >= PAUSE_AFTER {
+                self.set_paused(true);
+            }
+        } else if held < limit / 2 || !self.paused {
+            self.holding = None;
+            if self.paused {
+                self.set_paused(false);
+            }
         }
+        let held_back = self.holding.is_some() || self.paused;
+        self.stats.paused.store(usize::from(held_back), Relaxed);
     }
 
     fn set_paused(&mut self, pause: bool) {
@@ -539,15 +599,14 @@ impl Session<'_> {
         match r {
             Ok(()) => {
                 self.paused = pause;
-                self.stats.paused.store(usize::from(pause), Relaxed);
                 tracing::trace!(pause, "flow control");
             }
             Err(e) => tracing::debug!(error = %e, "pause/resume failed"),
         }
     }
 
-    fn on_written(&mut self, seq: u64) {
-        let Some(batch) = self.inflight.pop_front() else {
+    fn on_written(&mut self, seq: u64, len: usize) {
+        let Some(mut batch) = self.inflight.pop_front() else {
             return;
         };
         debug_assert_eq!(batch.seq, seq);
@@ -555,14 +614,26 @@ impl Session<'_> {
         self.inflight_records -= batch.records;
         self.stats.sent.fetch_add(batch.records as u64, Relaxed);
         self.stats.frames.fetch_add(1, Relaxed);
+        self.stats.bytes.fetch_add(len as u64, Relaxed);
         self.stats.last_delivery_ms.store(now_ms(), Relaxed);
+        // Records of partitions revoked while their frame was in flight belong to the new owner:
+        // neither committed here nor waiting for an ack.
+        if !self.revoked.is_empty() {
+            batch.parts.retain(|p| {
+                !self
+                    .revoked
+                    .iter()
+                    .any(|(t, pp)| *t == p.topic && *pp == p.partition)
+            });
+            batch.records = batch.parts.iter().map(|p| p.count).sum();
+        }
         match self.req.commit {
             CommitMode::Auto => self.store(&batch.parts),
-            CommitMode::Ack => {
+            CommitMode::Ack if !batch.parts.is_empty() => {
                 self.unacked_records += batch.records;
                 self.unacked.push_back(batch);
             }
-            CommitMode::None => {}
+            CommitMode::Ack | CommitMode::None => {}
         }
     }
 
@@ -602,57 +673,55 @@ impl Session<'_> {
                         ),
                     ));
                 }
+                let mut done = Vec::new();
                 while self.unacked.front().is_some_and(|b| b.seq <= n) {
                     if let Some(b) = self.unacked.pop_front() {
                         self.unacked_records -= b.records;
-                        self.store(&b.parts);
+                        done.extend(b.parts);
                     }
                 }
+                self.commit_acked(done);
             }
             ClientFrame::AckOffset {
                 topic,
                 partition,
                 offset,
             } => {
+                let key = (topic, partition);
+                // Acking again what is already acknowledged is harmless, and so is acking a
+                // partition that was revoked meanwhile (its new owner gets the records again).
+                if self.acked.get(&key).is_some_and(|&a| offset <= a)
+                    || self.revoked.contains(&key)
+                {
+                    return Ok(());
+                }
                 let delivered = self
                     .unacked
                     .iter()
                     .flat_map(|b| b.parts.iter())
-                    .filter(|p| p.topic == topic && p.partition == partition)
+                    .filter(|p| p.topic == key.0 && p.partition == key.1)
                     .map(|p| p.last)
                     .max();
-                match delivered {
-                    Some(max) if offset <= max => {}
-                    _ => {
-                        return Err(ProtocolError::new(
-                            ErrorCode::BadAck,
-                            format!(
-                                "offset {offset} of {topic}/{partition} is not delivered and unacknowledged"
-                            ),
-                        ))
-                    }
+                if delivered.is_none_or(|max| offset > max) {
+                    return Err(ProtocolError::new(
+                        ErrorCode::BadAck,
+                        format!(
+                            "offset {offset} of {}/{} was not delivered on this socket",
+                            key.0, key.1
+                        ),
+                    ));
                 }
-                let mut acked_parts = Vec::new();
                 for b in self.unacked.iter_mut() {
                     b.parts.retain(|p| {
-                        let done = p.topic == topic && p.partition == partition && p.last <= offset;
-                        if done {
-                            acked_parts.push(p.clone());
-                        }
-                        !done
+                        !(p.topic == key.0 && p.partition == key.1 && p.last <= offset)
                     });
-                }
-                for p in &acked_parts {
-                    self.unacked_records -= p.count;
-                }
-                self.unacked.retain(|b| !b.parts.is_empty());
-                // Recompute per-batch record counts so window accounting stays exact.
-                for b in self.unacked.iter_mut() {
                     b.records = b.parts.iter().map(|p| p.count).sum();
                 }
-                self.store(&[PartOffsets {
-                    topic,
-                    partition,
+                self.unacked.retain(|b| !b.parts.is_empty());
+                self.unacked_records = self.unacked.iter().map(|b| b.records).sum();
+                self.commit_acked(vec![PartOffsets {
+                    topic: key.0,
+                    partition: key.1,
                     last: offset,
                     count: 0,
                 }]);
@@ -661,9 +730,27 @@ impl Session<'_> {
         Ok(())
     }
 
+    /// Stores acknowledged offsets, never moving a partition's position backwards.
+    fn commit_acked(&mut self, parts: Vec<PartOffsets>) {
+        let mut forward = Vec::with_capacity(parts.len());
+        for p in parts {
+            let key = (p.topic.clone(), p.partition);
+            if self.acked.get(&key).is_some_and(|&a| p.last <= a) {
+                continue;
+            }
+            self.acked.insert(key, p.last);
+            forward.push(p);
+        }
+        if !forward.is_empty() {
+            self.store(&forward);
+        }
+    }
+
     async fn on_rebalance(&mut self, ev: RebalanceEvent) {
         let frame = match &ev {
             RebalanceEvent::Assigned(ps) => {
+                self.revoked
+                    .retain(|r| !ps.iter().any(|(t, p)| r.0 == *t && r.1 == *p));
                 if self.paused {
                     // New partitions start unpaused; keep the session's flow state.
                     self.set_paused(true);
@@ -671,7 +758,17 @@ impl Session<'_> {
                 partitions_frame("assigned", ps)
             }
             RebalanceEvent::Revoked(ps) => {
-                // Unacked records of revoked partitions go to the new owner; stop counting them.
+                let gone = |t: &str, p: i32| ps.iter().any(|(rt, rp)| rt == t && *rp == p);
+                // Records of revoked partitions go to the new owner: drop those not yet in a
+                // frame, stop counting those delivered and unacknowledged.
+                self.stash.retain(|m| !gone(m.topic(), m.partition()));
+                self.stash_bytes = self.stash.iter().map(held_size).sum();
+                for (t, p) in ps {
+                    self.acked.remove(&(t.clone(), *p));
+                    if !self.revoked.iter().any(|r| r.0 == *t && r.1 == *p) {
+                        self.revoked.push((t.clone(), *p));
+                    }
+                }
                 for b in self.unacked.iter_mut() {
                     b.parts
                         .retain(|p| !ps.iter().any(|(t, pp)| *t == p.topic && *pp == p.partition));
@@ -693,6 +790,21 @@ impl Session<'_> {
                 .await;
         }
     }
+}
+
+/// Memory a stashed record holds: bytes plus a fixed allowance for the message and its strings,
+/// so records with empty values still count against the session's bound.
+fn held_size(m: &OwnedMessage) -> usize {
+    let headers = m.headers().map_or(0, |h| {
+        h.iter()
+            .map(|h| h.key.len() + h.value.map_or(0, <[u8]>::len) + 32)
+            .sum()
+    });
+    m.payload().map_or(0, <[u8]>::len)
+        + m.key().map_or(0, <[u8]>::len)
+        + m.topic().len()
+        + headers
+        + 128
 }
 
 /// Consumer errors that end the session; others (transient broker hiccups) are retried by

@@ -194,6 +194,14 @@ pub fn parse_v1(q: &HashMap<String, String>) -> Result<ConsumeRequest, ProtocolE
     };
     let assignment = match partitions {
         Some(ps) => {
+            let mut sorted = ps.clone();
+            sorted.sort_unstable();
+            sorted.dedup();
+            if sorted.len() != ps.len() {
+                return Err(ProtocolError::bad_request(
+                    "partition lists a partition twice",
+                ));
+            }
             if topics.len() != 1 {
                 return Err(ProtocolError::bad_request(
                     "partition can only be given with a single topic",
@@ -239,7 +247,13 @@ pub fn parse_v1(q: &HashMap<String, String>) -> Result<ConsumeRequest, ProtocolE
         });
     }
     if let Some(ts) = q.get("timestamp") {
-        starts.push(StartAt::Timestamp(parse_int::<i64>("timestamp", ts)?));
+        let ts = parse_int::<i64>("timestamp", ts)?;
+        if ts < 0 {
+            return Err(ProtocolError::bad_request(
+                "timestamp must be >= 0 (Unix ms)",
+            ));
+        }
+        starts.push(StartAt::Timestamp(ts));
     }
     if starts.len() > 1 {
         return Err(ProtocolError::bad_request(
@@ -485,6 +499,9 @@ pub fn parse_client_frame(text: &str) -> Result<ClientFrame, ProtocolError> {
     match raw.kind.as_str() {
         "ack" => match (raw.batch, raw.topic, raw.partition, raw.offset) {
             (Some(b), None, None, None) => Ok(ClientFrame::AckBatch(b)),
+            (None, Some(_), Some(partition), Some(offset)) if partition < 0 || offset < 0 => Err(
+                ProtocolError::bad_request("ack partition and offset must be >= 0"),
+            ),
             (None, Some(topic), Some(partition), Some(offset)) => Ok(ClientFrame::AckOffset {
                 topic,
                 partition,
@@ -648,6 +665,13 @@ mod tests {
         assert!(parse_v1(&q(&[("topic", "a"), ("group", "g"), ("bogus", "1")])).is_err());
         assert!(parse_v1(&q(&[("topic", "a"), ("group", "g"), ("from", "x")])).is_err());
         assert!(parse_v1(&q(&[("topic", "a"), ("group", "g"), ("window", "0")])).is_err());
+        assert!(parse_v1(&q(&[("topic", "a"), ("group", "g"), ("timestamp", "-5")])).is_err());
+        assert!(parse_v1(&q(&[
+            ("topic", "a"),
+            ("partition", "0,0"),
+            ("from", "earliest")
+        ]))
+        .is_err());
         assert!(parse_v1(&q(&[
             ("topic", "a"),
             ("group", "g"),
@@ -674,6 +698,9 @@ mod tests {
         assert!(parse_client_frame("nope").is_err());
         assert!(parse_client_frame(r#"{"type":"ack"}"#).is_err());
         assert!(parse_client_frame(r#"{"type":"dance"}"#).is_err());
+        assert!(
+            parse_client_frame(r#"{"type":"ack","topic":"t","partition":0,"offset":-1}"#).is_err()
+        );
     }
 
     #[test]
