@@ -38,6 +38,7 @@ use crate::protocol::produce::{
 use crate::protocol::{ErrorCode, ProtocolError};
 use crate::server::{configure, AppState, HttpError};
 use crate::shutdown::Shutdown;
+use crate::socket;
 
 /// Records of one socket read but not yet answered (in the producer, awaiting delivery, or
 /// queued as acks). At the limit the socket is not read, so TCP pushes back on the client.
@@ -198,7 +199,14 @@ async fn session(socket: WebSocket, req: ProduceRequest, ctx: Ctx, stats: Arc<Se
         let _ = out_tx.send(Out::Close(code, reason)).await;
     }
     drop(out_tx);
-    let _ = tokio::time::timeout(Duration::from_secs(5), writer).await;
+    // A writer stuck on a peer that reads nothing must not outlive the session.
+    let abort = writer.abort_handle();
+    if tokio::time::timeout(Duration::from_secs(5), writer)
+        .await
+        .is_err()
+    {
+        abort.abort();
+    }
 }
 
 /// Checks that the topic exists and the default partition is in it.
@@ -219,33 +227,36 @@ async fn writer(
     mut rx: mpsc::Receiver<Out>,
     ping_interval: Duration,
 ) {
+    // A peer that takes no bytes for this long is dead; the writer lets go of it.
+    let limit = socket::stall_limit(ping_interval);
     let mut ping = tokio::time::interval(ping_interval);
     ping.tick().await;
     loop {
         tokio::select! {
             out = rx.recv() => match out {
                 Some(Out::Text(text)) => {
-                    if sink.feed(Message::Text(text.into())).await.is_err() {
+                    let fed = tokio::time::timeout(limit, sink.feed(Message::Text(text.into()))).await;
+                    if !matches!(fed, Ok(Ok(()))) {
                         return;
                     }
-                    if rx.is_empty() && sink.flush().await.is_err() {
+                    if rx.is_empty()
+                        && !matches!(tokio::time::timeout(limit, sink.flush()).await, Ok(Ok(())))
+                    {
                         return;
                     }
                 }
                 Some(Out::Close(code, reason)) => {
-                    let _ = sink
-                        .send(Message::Close(Some(CloseFrame { code, reason: reason.into() })))
-                        .await;
-                    let _ = sink.flush().await;
+                    let close = Message::Close(Some(CloseFrame { code, reason: reason.into() }));
+                    socket::send_within(&mut sink, close, limit).await;
                     return;
                 }
                 None => {
-                    let _ = sink.flush().await;
+                    let _ = tokio::time::timeout(limit, sink.flush()).await;
                     return;
                 }
             },
             _ = ping.tick() => {
-                if sink.send(Message::Ping(Default::default())).await.is_err() {
+                if !socket::send_within(&mut sink, Message::Ping(Default::default()), limit).await {
                     return;
                 }
             }
@@ -291,19 +302,15 @@ fn spawn_reader(
     rx
 }
 
-/// Maps a tungstenite read error (seen only as text through axum) to how the session ends.
+/// Maps a read error to how the session ends.
 fn classify_read_error(text: &str, max_frame_bytes: usize) -> End {
-    if text.contains("too long") || text.contains("Space limit") {
-        End::Error(ProtocolError::new(
+    match socket::classify_read_error(text) {
+        socket::ReadError::TooLarge(text) => End::Error(ProtocolError::new(
             ErrorCode::TooLarge,
             format!("frame exceeds maxFrameBytes ({max_frame_bytes} bytes): {text}"),
-        ))
-    } else if text.contains("UTF-8") || text.contains("utf-8") || text.contains("Utf8") {
-        End::Violation(1007, "text frame is not valid UTF-8".into())
-    } else if text.contains("Protocol") || text.contains("protocol") {
-        End::Violation(1002, "WebSocket protocol error".into())
-    } else {
-        End::ClientGone
+        )),
+        socket::ReadError::Violation(code, reason) => End::Violation(code, reason),
+        socket::ReadError::Gone => End::ClientGone,
     }
 }
 
