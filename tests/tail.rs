@@ -2,6 +2,8 @@
 
 mod common;
 
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::Arc;
 use std::time::Duration;
 
 use common::*;
@@ -154,15 +156,33 @@ async fn slow_socket_skips_and_never_holds_back_the_others() {
     assigned(&mut fast).await;
 
     // Far more than the ring plus the kernel's socket buffers: the slow socket must fall behind.
+    // Produced in chunks the fast socket reads before the next, so it never lags (even in a
+    // debug build on a loaded machine), while the slow socket falls further behind every chunk.
     const N: usize = 16_000;
+    const CHUNK: usize = 1_000;
+    let progress = Arc::new(AtomicUsize::new(0));
+    let p2 = progress.clone();
     let fast_reader = tokio::spawn(async move {
         let mut seen = Seen::default();
         while seen.values.len() < N {
             seen.take(&next_text(&mut fast, T).await);
+            p2.store(seen.values.len(), Ordering::Relaxed);
         }
         (seen, fast)
     });
-    produce_many(&topic, N, 1000, "big").await;
+    for chunk in 1..=N / CHUNK {
+        produce_many(&topic, CHUNK, 1000, "big").await;
+        let deadline = tokio::time::Instant::now() + T;
+        while progress.load(Ordering::Relaxed) < chunk * CHUNK {
+            assert!(
+                tokio::time::Instant::now() < deadline,
+                "fast socket stuck at {} of {}",
+                progress.load(Ordering::Relaxed),
+                chunk * CHUNK
+            );
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+    }
     let (seen, fast) = fast_reader.await.unwrap();
     assert_eq!(seen.values.len(), N, "the fast socket got every record");
     assert_eq!(seen.skipped, 0, "the fast socket skipped nothing");

@@ -6,7 +6,7 @@
 
 use std::borrow::Cow;
 use std::net::TcpListener;
-use std::process::{Child, Command, Stdio};
+use std::process::{Child, Command};
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering::Relaxed};
 use std::sync::Arc;
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
@@ -156,8 +156,17 @@ impl Proxy {
             .args(["--host", "127.0.0.1", "--ws-port", &port.to_string()])
             .args(["--kafka", &o.kafka, "--max-connections", "30000"])
             .args(extra)
-            .env("KAFKA_PROXY_LOG", "warn")
-            .stdout(Stdio::null())
+            // For profiling runs: extra proxy flags and log filter from the environment.
+            .args(
+                std::env::var("KP_BENCH_PROXY_ARGS")
+                    .unwrap_or_default()
+                    .split_whitespace(),
+            )
+            .env(
+                "KAFKA_PROXY_LOG",
+                std::env::var("KP_BENCH_PROXY_LOG").unwrap_or_else(|_| "warn".into()),
+            )
+            .stdout(log.try_clone()?)
             .stderr(log)
             .spawn()
             .with_context(|| {
@@ -210,6 +219,38 @@ impl Proxy {
 
     fn threads(&self) -> u64 {
         self.status_field("Threads:")
+    }
+
+    /// CPU seconds (user + system) the proxy has used so far.
+    fn cpu_secs(&self) -> f64 {
+        let s =
+            std::fs::read_to_string(format!("/proc/{}/stat", self.child.id())).unwrap_or_default();
+        // After the parenthesised command name: field 3 (state) onwards; utime and stime are
+        // fields 14 and 15, i.e. the 12th and 13th after the name.
+        let rest = s.rsplit_once(')').map_or("", |(_, r)| r);
+        let f: Vec<&str> = rest.split_whitespace().collect();
+        let tick = |i: usize| f.get(i).and_then(|x| x.parse::<u64>().ok()).unwrap_or(0);
+        (tick(11) + tick(12)) as f64 / 100.0
+    }
+
+    /// With KP_BENCH_PERF set, records a CPU profile of the proxy until `stop_perf`
+    /// (target/perf-NAME.data).
+    fn perf(&self, name: &str) -> Option<Child> {
+        std::env::var_os("KP_BENCH_PERF")?;
+        Command::new("perf")
+            .args([
+                "record",
+                "-F",
+                "999",
+                "-g",
+                "-o",
+                &format!("target/perf-{name}.data"),
+            ])
+            .args(["-p", &self.child.id().to_string()])
+            .stdout(std::process::Stdio::null())
+            .stderr(std::process::Stdio::null())
+            .spawn()
+            .ok()
     }
 
     async fn stop(mut self) {
@@ -441,10 +482,21 @@ async fn consume(o: &Opts, run: &str, rows: &mut Vec<Row>) -> Result<()> {
     // Baseline: a direct librdkafka consumer, payloads touched.
     let (ko, t2) = (kafka_only(o), topic.clone());
     let direct = tokio::task::spawn_blocking(move || -> Result<f64> {
-        let c: BaseConsumer = client(&ko)
+        let c = client(&ko)
             .set("group.id", format!("kpb-direct-{}", now_ns()))
             .set("enable.auto.commit", "false")
-            .create()?;
+            .clone();
+        // For experiments: extra properties of the baseline consumer (KEY=VALUE,...).
+        let mut c = c;
+        for kv in std::env::var("KP_BENCH_DIRECT_PROPS")
+            .unwrap_or_default()
+            .split(',')
+        {
+            if let Some((k, v)) = kv.split_once('=') {
+                c.set(k, v);
+            }
+        }
+        let c: BaseConsumer = c.create()?;
         let mut tpl = TopicPartitionList::new();
         tpl.add_partition_offset(&t2, 0, Offset::Beginning)?;
         let start = Instant::now();
@@ -470,6 +522,8 @@ async fn consume(o: &Opts, run: &str, rows: &mut Vec<Row>) -> Result<()> {
     let url = proxy.url(&format!(
         "/v1/consume?topic={topic}&group=kpb-c-{run}&from=earliest"
     ));
+    let perf = proxy.perf("consume");
+    let cpu0 = proxy.cpu_secs();
     let start = Instant::now();
     let mut ws = ws_connect(&url, 128 * 1024).await?;
     let (mut got, mut last_offset, mut frames) = (0u64, -1i64, 0u64);
@@ -491,10 +545,12 @@ async fn consume(o: &Opts, run: &str, rows: &mut Vec<Row>) -> Result<()> {
     let secs = start.elapsed().as_secs_f64();
     let via = n as f64 / secs;
     let rss = proxy.rss_kb();
+    let cpu = proxy.cpu_secs() - cpu0;
+    stop_perf(perf);
     drop(ws);
     proxy.stop().await;
     note(format!(
-        "consume: proxy {via:.0} records/s ({frames} frames, {:.0} records/frame, proxy RSS {} MB)",
+        "consume: proxy {via:.0} records/s ({frames} frames, {:.0} records/frame, proxy RSS {} MB, proxy CPU {cpu:.2} s in {secs:.2} s)",
         n as f64 / frames as f64,
         rss / 1024
     ));
@@ -587,6 +643,8 @@ async fn produce(o: &Opts, run: &str, rows: &mut Vec<Row>) -> Result<()> {
     let (mut sink, mut stream) = ws.split();
     // Records in flight (sent, not acked): the pipelining window.
     let window = Arc::new(Semaphore::new(10_000));
+    let perf = proxy.perf("produce");
+    let cpu0 = proxy.cpu_secs();
     let start = Instant::now();
     let w2 = window.clone();
     let sender = tokio::spawn(async move {
@@ -631,12 +689,16 @@ async fn produce(o: &Opts, run: &str, rows: &mut Vec<Row>) -> Result<()> {
         }
     }
     let via = n as f64 / start.elapsed().as_secs_f64();
+    let cpu = proxy.cpu_secs() - cpu0;
+    stop_perf(perf);
     let _ = sender.await;
     proxy.stop().await;
     if errors > 0 {
         bail!("produce: {errors} errors, first: {first_error}");
     }
-    note(format!("produce: proxy {via:.0} acked records/s"));
+    note(format!(
+        "produce: proxy {via:.0} acked records/s, proxy CPU {cpu:.2} s"
+    ));
     rows.push(row(
         &format!("produce with acks, 1 socket, {n} x {VALUE_BYTES} B, records/s"),
         format!("{via:.0}"),
@@ -645,6 +707,15 @@ async fn produce(o: &Opts, run: &str, rows: &mut Vec<Row>) -> Result<()> {
         ">= 0.7",
     ));
     Ok(())
+}
+
+fn stop_perf(perf: Option<Child>) {
+    if let Some(mut p) = perf {
+        let _ = Command::new("kill")
+            .args(["-INT", &p.id().to_string()])
+            .status();
+        let _ = p.wait();
+    }
 }
 
 fn percentile(sorted: &[u64], p: f64) -> f64 {
