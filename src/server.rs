@@ -262,8 +262,8 @@ pub async fn serve(
     mut shutdown: Shutdown,
 ) -> std::io::Result<()> {
     use axum::serve::ListenerExt;
-    // Without TCP_NODELAY the tail of every large frame waits for the client's delayed ACK
-    // (40 ms on Linux), which capped a consume socket at about 25 frames a second.
+    // Frames must not wait for the client's delayed ACK (Nagle): small live frames would gain up
+    // to 40 ms of latency.
     let listener = listener.tap_io(|tcp| {
         if let Err(e) = tcp.set_nodelay(true) {
             tracing::debug!(error = %e, "cannot set TCP_NODELAY");

@@ -385,20 +385,20 @@ impl BatchWriter {
             Format::Seed => {
                 self.buf.extend_from_slice(b"{\"message\":");
                 write_bytes(&mut self.buf, r.value, Encoding::Text);
-                let _ = write!(self.buf, ",\"offset\":{}}}", r.offset);
+                self.buf.extend_from_slice(b",\"offset\":");
+                write_int(&mut self.buf, r.offset);
+                self.buf.push(b'}');
             }
             Format::V1(enc) => {
                 self.buf.extend_from_slice(b"{\"topic\":");
                 write_str(&mut self.buf, r.topic);
-                let _ = write!(
-                    self.buf,
-                    ",\"partition\":{},\"offset\":{},\"timestamp\":",
-                    r.partition, r.offset
-                );
+                self.buf.extend_from_slice(b",\"partition\":");
+                write_int(&mut self.buf, i64::from(r.partition));
+                self.buf.extend_from_slice(b",\"offset\":");
+                write_int(&mut self.buf, r.offset);
+                self.buf.extend_from_slice(b",\"timestamp\":");
                 match r.timestamp {
-                    Some(ts) => {
-                        let _ = write!(self.buf, "{ts}");
-                    }
+                    Some(ts) => write_int(&mut self.buf, ts),
                     None => self.buf.extend_from_slice(b"null"),
                 }
                 self.buf.extend_from_slice(b",\"key\":");
@@ -437,8 +437,43 @@ impl BatchWriter {
 }
 
 fn write_str(buf: &mut Vec<u8>, s: &str) {
+    // Hot path: most keys and values need no escaping and are copied as they are.
+    if !s.bytes().any(|b| b < 0x20 || b == b'"' || b == b'\\') {
+        buf.reserve(s.len() + 2);
+        buf.push(b'"');
+        buf.extend_from_slice(s.as_bytes());
+        buf.push(b'"');
+        return;
+    }
     // serde_json's string escaping matches JavaScript's JSON.stringify for valid UTF-8.
     let _ = serde_json::to_writer(&mut *buf, s);
+}
+
+/// Decimal digits without going through `fmt` (this runs for every record).
+fn write_int(buf: &mut Vec<u8>, v: i64) {
+    let mut digits = [0u8; 20];
+    let mut i = digits.len();
+    let mut n = v.unsigned_abs();
+    loop {
+        i -= 1;
+        digits[i] = b'0' + (n % 10) as u8;
+        n /= 10;
+        if n == 0 {
+            break;
+        }
+    }
+    if v < 0 {
+        buf.push(b'-');
+    }
+    buf.extend_from_slice(&digits[i..]);
+}
+
+/// Text encoding: valid UTF-8 as is (checked with the fast validator), otherwise lossily.
+fn write_text(buf: &mut Vec<u8>, bytes: &[u8]) {
+    match std::str::from_utf8(bytes) {
+        Ok(s) => write_str(buf, s),
+        Err(_) => write_str(buf, &String::from_utf8_lossy(bytes)),
+    }
 }
 
 fn write_bytes(buf: &mut Vec<u8>, bytes: Option<&[u8]>, enc: Encoding) {
@@ -447,13 +482,13 @@ fn write_bytes(buf: &mut Vec<u8>, bytes: Option<&[u8]>, enc: Encoding) {
         return;
     };
     match enc {
-        Encoding::Text => write_str(buf, &String::from_utf8_lossy(bytes)),
+        Encoding::Text => write_text(buf, bytes),
         Encoding::Json => {
             if serde_json::from_slice::<serde::de::IgnoredAny>(bytes).is_ok() {
                 // Valid JSON is embedded as-is, minus surrounding whitespace.
                 buf.extend_from_slice(bytes.trim_ascii());
             } else {
-                write_str(buf, &String::from_utf8_lossy(bytes));
+                write_text(buf, bytes);
             }
         }
         Encoding::Base64 => {
@@ -709,5 +744,36 @@ mod tests {
             partitions_frame("assigned", &[("t".into(), 0), ("t".into(), 1)]),
             r#"{"type":"assigned","partitions":[{"topic":"t","partition":0},{"topic":"t","partition":1}]}"#
         );
+    }
+}
+
+#[cfg(test)]
+mod fast_path_tests {
+    use super::*;
+
+    #[test]
+    fn string_and_integer_fast_paths_match_serde_json_and_display() {
+        for s in [
+            "",
+            "plain",
+            "q\"uote",
+            "back\\slash",
+            "ctl\u{1}x",
+            "tab\t",
+            "é ünï",
+            "\u{7f}",
+        ] {
+            let mut b = Vec::new();
+            write_str(&mut b, s);
+            assert_eq!(b, serde_json::to_vec(s).unwrap(), "{s:?}");
+        }
+        for v in [0, 7, -1, 10, i64::MIN, i64::MAX, 1_234_567_890] {
+            let mut b = Vec::new();
+            write_int(&mut b, v);
+            assert_eq!(String::from_utf8(b).unwrap(), v.to_string());
+        }
+        let mut b = Vec::new();
+        write_text(&mut b, b"ok\xff");
+        assert_eq!(b, "\"ok\u{fffd}\"".as_bytes());
     }
 }
