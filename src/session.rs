@@ -12,7 +12,7 @@ use std::time::{Duration, Instant};
 
 use axum::extract::ws::{CloseFrame, Message, WebSocket};
 use futures::stream::{SplitSink, SplitStream};
-use futures::{SinkExt, StreamExt};
+use futures::{FutureExt, SinkExt, StreamExt};
 use rdkafka::consumer::{Consumer, StreamConsumer};
 use rdkafka::message::{BorrowedMessage, Headers, Message as _, OwnedMessage};
 use tokio::sync::mpsc;
@@ -402,6 +402,9 @@ struct Session<'a> {
     holding: Option<Instant>,
 }
 
+/// Most records taken from librdkafka's queue per wake-up of the session loop.
+const DRAIN_MAX: usize = 1024;
+
 /// How long a session may hold (not poll) before its partitions are paused, which keeps it a
 /// live group member (`max.poll.interval.ms`) while a slow client reads nothing.
 const PAUSE_AFTER: Duration = Duration::from_secs(5);
@@ -472,7 +475,27 @@ impl Session<'_> {
                     Err(_) => return End::ClientGone,
                 },
                 m = stream.next(), if self.holding.is_none() || self.paused => match m {
-                    Some(Ok(m)) => self.on_message(&m),
+                    Some(Ok(m)) => {
+                        self.on_message(&m);
+                        // Take what librdkafka already holds without another trip through this
+                        // select! (which costs more than encoding a record), until the frame is
+                        // full; bounded so control frames and acks are never starved.
+                        for _ in 0..DRAIN_MAX {
+                            if self.batch_full || !self.stash.is_empty() {
+                                break;
+                            }
+                            match stream.next().now_or_never() {
+                                Some(Some(Ok(m))) => self.on_message(&m),
+                                Some(Some(Err(e))) => {
+                                    if let Some(end) = classify_consumer_error(&e) {
+                                        return End::Error(end);
+                                    }
+                                }
+                                Some(None) => return End::Error(ProtocolError::new(ErrorCode::Internal, "consumer stream ended")),
+                                None => break,
+                            }
+                        }
+                    }
                     Some(Err(e)) => {
                         if let Some(end) = classify_consumer_error(&e) {
                             return End::Error(end);

@@ -229,14 +229,7 @@ impl Proxy {
 
     /// CPU seconds (user + system) the proxy has used so far.
     fn cpu_secs(&self) -> f64 {
-        let s =
-            std::fs::read_to_string(format!("/proc/{}/stat", self.child.id())).unwrap_or_default();
-        // After the parenthesised command name: field 3 (state) onwards; utime and stime are
-        // fields 14 and 15, i.e. the 12th and 13th after the name.
-        let rest = s.rsplit_once(')').map_or("", |(_, r)| r);
-        let f: Vec<&str> = rest.split_whitespace().collect();
-        let tick = |i: usize| f.get(i).and_then(|x| x.parse::<u64>().ok()).unwrap_or(0);
-        (tick(11) + tick(12)) as f64 / 100.0
+        cpu_secs(&format!("/proc/{}/stat", self.child.id()))
     }
 
     /// With KP_BENCH_PERF set, records a CPU profile of the proxy until `stop_perf`
@@ -433,8 +426,22 @@ struct Rec<'a> {
     value: Option<Cow<'a, str>>,
 }
 
+/// A records frame, parsed in one pass (the proxy writes `type` first).
+#[derive(Deserialize)]
+struct RecordsFrame<'a> {
+    #[serde(borrow)]
+    records: Vec<Rec<'a>>,
+}
+
 /// What a frame carried: records (handed to `each`), a skip count, or a control frame.
 fn parse_frame(text: &str, mut each: impl FnMut(&Rec<'_>)) -> Result<(u64, u64, String)> {
+    if text.starts_with("{\"type\":\"records\"") {
+        let f: RecordsFrame<'_> = serde_json::from_str(text)?;
+        for r in &f.records {
+            each(r);
+        }
+        return Ok((f.records.len() as u64, 0, String::new()));
+    }
     let f: Frame<'_> = serde_json::from_str(text)?;
     match f.kind {
         "records" => {
@@ -540,6 +547,7 @@ async fn consume(o: &Opts, run: &str, rows: &mut Vec<Row>) -> Result<()> {
     ));
     let perf = proxy.perf("consume");
     let cpu0 = proxy.cpu_secs();
+    let client_cpu0 = cpu_secs("/proc/self/stat");
     let start = Instant::now();
     let mut ws = ws_connect(&url, 128 * 1024).await?;
     let (mut got, mut last_offset, mut frames) = (0u64, -1i64, 0u64);
@@ -569,11 +577,12 @@ async fn consume(o: &Opts, run: &str, rows: &mut Vec<Row>) -> Result<()> {
     let via = first.map_or(0.0, |f| (n - 1) as f64 / f.elapsed().as_secs_f64());
     let rss = proxy.rss_kb();
     let cpu = proxy.cpu_secs() - cpu0;
+    let client_cpu = cpu_secs("/proc/self/stat") - client_cpu0;
     stop_perf(perf);
     drop(ws);
     proxy.stop().await;
     note(format!(
-        "consume: proxy {via:.0} records/s first to last ({with_startup:.0} including connect and group join; {frames} frames, {:.0} records/frame, proxy RSS {} MB, proxy CPU {cpu:.2} s in {secs:.2} s)",
+        "consume: proxy {via:.0} records/s first to last ({with_startup:.0} including connect and group join; {frames} frames, {:.0} records/frame, proxy RSS {} MB, proxy CPU {cpu:.2} s, client CPU {client_cpu:.2} s, in {secs:.2} s)",
         n as f64 / frames as f64,
         rss / 1024
     ));
@@ -730,6 +739,17 @@ async fn produce(o: &Opts, run: &str, rows: &mut Vec<Row>) -> Result<()> {
         ">= 0.7",
     ));
     Ok(())
+}
+
+/// CPU seconds (user + system) of the process whose `stat` file this is.
+fn cpu_secs(stat: &str) -> f64 {
+    let s = std::fs::read_to_string(stat).unwrap_or_default();
+    // After the parenthesised command name come fields 3 onwards; utime and stime are fields 14
+    // and 15, i.e. the 12th and 13th after the name.
+    let rest = s.rsplit_once(')').map_or("", |(_, r)| r);
+    let f: Vec<&str> = rest.split_whitespace().collect();
+    let tick = |i: usize| f.get(i).and_then(|x| x.parse::<u64>().ok()).unwrap_or(0);
+    (tick(11) + tick(12)) as f64 / 100.0
 }
 
 fn stop_perf(perf: Option<Child>) {

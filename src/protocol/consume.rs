@@ -436,13 +436,30 @@ impl BatchWriter {
     }
 }
 
+/// Whether any byte needs JSON escaping (`<0x20`, `"`, `\\`) or, with `ascii`, is not ASCII.
+/// Branch-free over 32-byte blocks so the compiler vectorises it; this runs for every value.
+fn special(bytes: &[u8], ascii: bool) -> bool {
+    let hit = |b: u8| (b < 0x20) | (b == b'"') | (b == b'\\') | (ascii & (b >= 0x80));
+    let mut blocks = bytes.chunks_exact(32);
+    for block in &mut blocks {
+        if block.iter().fold(false, |acc, &b| acc | hit(b)) {
+            return true;
+        }
+    }
+    blocks.remainder().iter().any(|&b| hit(b))
+}
+
+fn write_quoted(buf: &mut Vec<u8>, bytes: &[u8]) {
+    buf.reserve(bytes.len() + 2);
+    buf.push(b'"');
+    buf.extend_from_slice(bytes);
+    buf.push(b'"');
+}
+
 fn write_str(buf: &mut Vec<u8>, s: &str) {
     // Hot path: most keys and values need no escaping and are copied as they are.
-    if !s.bytes().any(|b| b < 0x20 || b == b'"' || b == b'\\') {
-        buf.reserve(s.len() + 2);
-        buf.push(b'"');
-        buf.extend_from_slice(s.as_bytes());
-        buf.push(b'"');
+    if !special(s.as_bytes(), false) {
+        write_quoted(buf, s.as_bytes());
         return;
     }
     // serde_json's string escaping matches JavaScript's JSON.stringify for valid UTF-8.
@@ -470,6 +487,11 @@ fn write_int(buf: &mut Vec<u8>, v: i64) {
 
 /// Text encoding: valid UTF-8 as is (checked with the fast validator), otherwise lossily.
 fn write_text(buf: &mut Vec<u8>, bytes: &[u8]) {
+    // Plain ASCII needs neither UTF-8 validation nor escaping.
+    if !special(bytes, true) {
+        write_quoted(buf, bytes);
+        return;
+    }
     match std::str::from_utf8(bytes) {
         Ok(s) => write_str(buf, s),
         Err(_) => write_str(buf, &String::from_utf8_lossy(bytes)),
@@ -766,6 +788,21 @@ mod fast_path_tests {
             let mut b = Vec::new();
             write_str(&mut b, s);
             assert_eq!(b, serde_json::to_vec(s).unwrap(), "{s:?}");
+        }
+        // Longer than one 32-byte block, with the special byte in a later block.
+        let long = "x".repeat(70);
+        for s in [
+            long.clone(),
+            format!("{long}\"{long}"),
+            format!("{long}é{long}"),
+            format!("{}\n", "y".repeat(64)),
+        ] {
+            let mut b = Vec::new();
+            write_text(&mut b, s.as_bytes());
+            assert_eq!(b, serde_json::to_vec(&s).unwrap(), "{s:?}");
+            let mut b = Vec::new();
+            write_str(&mut b, &s);
+            assert_eq!(b, serde_json::to_vec(&s).unwrap(), "{s:?}");
         }
         for v in [0, 7, -1, 10, i64::MIN, i64::MAX, 1_234_567_890] {
             let mut b = Vec::new();
