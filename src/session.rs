@@ -38,6 +38,8 @@ pub enum Outbound {
     Text { text: String, batch: Option<u64> },
     /// A close frame, after everything queued before it.
     Close(u16, String),
+    /// No more output: send what is queued (and tungstenite's echo of a client close), then stop.
+    Finish,
 }
 
 /// What the reader task reports.
@@ -106,7 +108,7 @@ async fn writer(
                     socket::send_within(&mut sink, close, limit).await;
                     break;
                 }
-                None => {
+                Some(Outbound::Finish) | None => {
                     // Sends tungstenite's queued echo of a client's close frame.
                     let _ = tokio::time::timeout(limit, sink.flush()).await;
                     break;
@@ -215,11 +217,11 @@ pub async fn consume(socket: WebSocket, req: ConsumeRequest, deps: Deps, stats: 
         last_seen_ms: AtomicI64::new(now_ms()),
     });
     let (sink, stream) = socket.split();
-    let (out_tx, written_rx, writer) =
+    let (out_tx, mut written_rx, writer) =
         spawn_writer(sink, deps.config.ping_interval, shared.clone());
     let (inbound, reader) = spawn_reader(stream, req.format, shared.clone());
 
-    let end = match start(&req, &deps).await {
+    match start(&req, &deps).await {
         Ok((consumer, events_rx)) => {
             let consumer = Arc::new(consumer);
             let mut s = Session {
@@ -247,8 +249,18 @@ pub async fn consume(socket: WebSocket, req: ConsumeRequest, deps: Deps, stats: 
                 holding: None,
             };
             let end = s
-                .run(inbound, events_rx, written_rx, deps.shutdown.clone())
+                .run(inbound, events_rx, &mut written_rx, deps.shutdown.clone())
                 .await;
+            finish(&out_tx, &req, end).await;
+            // Frames the writer completes after the loop ended (the client may have closed right
+            // after reading them) are delivered: store their offsets before the final commit.
+            let drain = async {
+                while let Some((seq, len)) = written_rx.recv().await {
+                    s.on_written(seq, len);
+                }
+            };
+            let _ = tokio::time::timeout(Duration::from_secs(5), drain).await;
+            drop(s);
             let commit = req.commit;
             // Final commit and group leave block; keep them off the async workers.
             let _ = tokio::task::spawn_blocking(move || {
@@ -258,33 +270,8 @@ pub async fn consume(socket: WebSocket, req: ConsumeRequest, deps: Deps, stats: 
                 drop(consumer);
             })
             .await;
-            end
         }
-        Err(e) => End::Error(e),
-    };
-
-    let (code, reason) = match end {
-        End::ClientGone => (None, String::new()),
-        End::Shutdown => (Some(1001), "proxy shutting down".to_string()),
-        End::Violation(code, reason) => {
-            tracing::debug!(code, %reason, "consume socket violated the WebSocket protocol");
-            (Some(code), reason)
-        }
-        End::Error(e) => {
-            tracing::info!(code = e.code.name(), reason = %e.message, "consume session closed with error");
-            if matches!(req.format, Format::V1(_)) {
-                let frame = Outbound::Text {
-                    text: e.frame(),
-                    batch: None,
-                };
-                let _ = tokio::time::timeout(Duration::from_secs(5), out_tx.send(frame)).await;
-            }
-            (Some(e.code.close_code()), e.close_reason())
-        }
-    };
-    if let Some(code) = code {
-        let close = out_tx.send(Outbound::Close(code, reason));
-        let _ = tokio::time::timeout(Duration::from_secs(5), close).await;
+        Err(e) => finish(&out_tx, &req, End::Error(e)).await,
     }
     drop(out_tx);
     // A writer still stuck on a peer that reads nothing must not outlive the session.
@@ -297,6 +284,31 @@ pub async fn consume(socket: WebSocket, req: ConsumeRequest, deps: Deps, stats: 
     }
     reader.abort();
     stats.set_buffered(0);
+}
+
+/// Queues the session's last frames: an error frame (v1) and a close frame, or just the end of
+/// output when the client left. The writer sends what was queued before them first.
+async fn finish(out: &mpsc::Sender<Outbound>, req: &ConsumeRequest, end: End) {
+    let last = match end {
+        End::ClientGone => Outbound::Finish,
+        End::Shutdown => Outbound::Close(1001, "proxy shutting down".to_string()),
+        End::Violation(code, reason) => {
+            tracing::debug!(code, %reason, "consume socket violated the WebSocket protocol");
+            Outbound::Close(code, reason)
+        }
+        End::Error(e) => {
+            tracing::info!(code = e.code.name(), reason = %e.message, "consume session closed with error");
+            if matches!(req.format, Format::V1(_)) {
+                let frame = Outbound::Text {
+                    text: e.frame(),
+                    batch: None,
+                };
+                let _ = tokio::time::timeout(Duration::from_secs(5), out.send(frame)).await;
+            }
+            Outbound::Close(e.code.close_code(), e.close_reason())
+        }
+    };
+    let _ = tokio::time::timeout(Duration::from_secs(5), out.send(last)).await;
 }
 
 enum End {
@@ -414,7 +426,7 @@ impl Session<'_> {
         &mut self,
         mut inbound: mpsc::Receiver<Inbound>,
         mut events: mpsc::UnboundedReceiver<RebalanceEvent>,
-        mut written: mpsc::UnboundedReceiver<(u64, usize)>,
+        written: &mut mpsc::UnboundedReceiver<(u64, usize)>,
         mut shutdown: Shutdown,
     ) -> End {
         let mut stream = self.consumer.stream();
