@@ -4,7 +4,7 @@
 // into one v1 `records` frame and publishes it on a bounded broadcast ring. Each socket is one task
 // holding a ring receiver: no per-socket copy of the frame, no per-socket queue. A socket that falls
 // more than the ring behind gets `{"type":"skipped","records":N}` and continues with the oldest
-// frame still held (docs/PROTOCOL-tail.md). The reader stops when its last socket leaves.
+// frame still held (docs/PROTOCOL.md, "Live tail"). The reader stops when its last socket leaves.
 
 use std::collections::HashMap;
 use std::net::SocketAddr;
