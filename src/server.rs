@@ -152,19 +152,9 @@ async fn seed_consume(
     q: Params,
     ws: Ws,
 ) -> Result<Response, HttpError> {
-    let r = (|| {
-        let principal = state.authenticate(&headers)?;
-        let req = consume::parse_seed(&params(q)?, state.config.partition)?;
-        let ws = require_upgrade(ws)?;
-        Ok::<_, ProtocolError>((principal, req, ws))
-    })();
-    let (_principal, req, ws) = r.inspect_err(|_| {
-        state
-            .metrics
-            .rejected_total
-            .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
-    })?;
-    upgrade_consume(state, ws, req, peer, "seed")
+    let default_partition = state.config.partition;
+    let parse = |q: &HashMap<String, String>| consume::parse_seed(q, default_partition);
+    consume_endpoint(state, peer, &headers, q, ws, parse, "seed")
 }
 
 async fn v1_consume(
@@ -174,19 +164,30 @@ async fn v1_consume(
     q: Params,
     ws: Ws,
 ) -> Result<Response, HttpError> {
-    let r = (|| {
-        let principal = state.authenticate(&headers)?;
-        let req = consume::parse_v1(&params(q)?)?;
-        let ws = require_upgrade(ws)?;
-        Ok::<_, ProtocolError>((principal, req, ws))
-    })();
-    let (_principal, req, ws) = r.inspect_err(|_| {
+    consume_endpoint(state, peer, &headers, q, ws, consume::parse_v1, "consume")
+}
+
+/// What both consume endpoints check before the upgrade: credentials, parameters, an upgrade.
+fn consume_endpoint(
+    state: AppState,
+    peer: SocketAddr,
+    headers: &HeaderMap,
+    q: Params,
+    ws: Ws,
+    parse: impl FnOnce(&HashMap<String, String>) -> Result<ConsumeRequest, ProtocolError>,
+    kind: &'static str,
+) -> Result<Response, HttpError> {
+    let checked = state
+        .authenticate(headers)
+        .and_then(|_principal| parse(&params(q)?))
+        .and_then(|req| Ok((req, require_upgrade(ws)?)));
+    let (req, ws) = checked.inspect_err(|_| {
         state
             .metrics
             .rejected_total
             .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
     })?;
-    upgrade_consume(state, ws, req, peer, "consume")
+    upgrade_consume(state, ws, req, peer, kind)
 }
 
 fn upgrade_consume(

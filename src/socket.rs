@@ -2,9 +2,8 @@
 
 use std::time::Duration;
 
-use axum::extract::ws::{Message, WebSocket};
-use futures::stream::SplitSink;
-use futures::SinkExt;
+use axum::extract::ws::Message;
+use futures::{Sink, SinkExt};
 
 /// How a failed read ends a session.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -32,11 +31,10 @@ pub fn classify_read_error(text: &str) -> ReadError {
 
 /// Sends one message, giving up after `limit`: a peer that takes no bytes for that long is dead
 /// (it advertises a zero window forever), and its writer must not hang on to the socket.
-pub async fn send_within(
-    sink: &mut SplitSink<WebSocket, Message>,
-    msg: Message,
-    limit: Duration,
-) -> bool {
+pub async fn send_within<S>(sink: &mut S, msg: Message, limit: Duration) -> bool
+where
+    S: Sink<Message> + Unpin,
+{
     matches!(
         tokio::time::timeout(limit, sink.send(msg)).await,
         Ok(Ok(()))

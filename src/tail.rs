@@ -418,7 +418,7 @@ async fn follow(
     ping_interval: Duration,
 ) {
     // A send that cannot complete for this long means the peer reads nothing: drop it.
-    let stall = ping_interval * 3;
+    let stall = crate::socket::stall_limit(ping_interval);
     let dead_after = ping_interval.as_millis() as i64 * 3;
     let mut last_seen = now_ms();
     let mut ping = tokio::time::interval(ping_interval);
@@ -426,7 +426,7 @@ async fn follow(
     // Index of the next record this socket expects; None until its first frame.
     let mut expect: Option<u64> = None;
     let end = 'session: {
-        if !send(&mut socket, Message::Text(hello.into()), stall).await {
+        if !crate::socket::send_within(&mut socket, Message::Text(hello.into()), stall).await {
             break 'session End::ClientGone;
         }
         loop {
@@ -446,7 +446,7 @@ async fn follow(
                         tracing::debug!("tail peer silent for three ping intervals; closing");
                         break 'session End::ClientGone;
                     }
-                    if !send(&mut socket, Message::Ping(Default::default()), stall).await {
+                    if !crate::socket::send_within(&mut socket, Message::Ping(Default::default()), stall).await {
                         break 'session End::ClientGone;
                     }
                     continue;
@@ -463,14 +463,20 @@ async fn follow(
                         if first > want {
                             let skipped =
                                 format!(r#"{{"type":"skipped","records":{}}}"#, first - want);
-                            if !send(&mut socket, Message::Text(skipped.into()), stall).await {
+                            if !crate::socket::send_within(
+                                &mut socket,
+                                Message::Text(skipped.into()),
+                                stall,
+                            )
+                            .await
+                            {
                                 break 'session End::ClientGone;
                             }
                         }
                     }
                     expect = Some(first + u64::from(records));
                     let len = text.len() as u64;
-                    if !send(&mut socket, Message::Text(text), stall).await {
+                    if !crate::socket::send_within(&mut socket, Message::Text(text), stall).await {
                         break 'session End::ClientGone;
                     }
                     stats.sent.fetch_add(u64::from(records), Relaxed);
@@ -481,12 +487,22 @@ async fn follow(
                 // Fell behind the ring: the next frame received tells how many records were skipped.
                 Err(broadcast::error::RecvError::Lagged(_)) => continue,
                 Ok(Event::Failed(e)) => {
-                    let _ = send(&mut socket, Message::Text(e.frame().into()), stall).await;
+                    let _ = crate::socket::send_within(
+                        &mut socket,
+                        Message::Text(e.frame().into()),
+                        stall,
+                    )
+                    .await;
                     break 'session End::Close(e.code.close_code(), e.close_reason());
                 }
                 Err(broadcast::error::RecvError::Closed) => {
                     let e = ProtocolError::new(ErrorCode::Internal, "tail reader stopped");
-                    let _ = send(&mut socket, Message::Text(e.frame().into()), stall).await;
+                    let _ = crate::socket::send_within(
+                        &mut socket,
+                        Message::Text(e.frame().into()),
+                        stall,
+                    )
+                    .await;
                     break 'session End::Close(e.code.close_code(), e.close_reason());
                 }
             }
@@ -497,16 +513,8 @@ async fn follow(
             code,
             reason: reason.into(),
         }));
-        let _ = send(&mut socket, frame, Duration::from_secs(5)).await;
+        let _ = crate::socket::send_within(&mut socket, frame, Duration::from_secs(5)).await;
     }
-}
-
-/// Sends one message; false when the peer is gone or took nothing for `stall`.
-async fn send(socket: &mut WebSocket, msg: Message, stall: Duration) -> bool {
-    matches!(
-        tokio::time::timeout(stall, socket.send(msg)).await,
-        Ok(Ok(()))
-    )
 }
 
 #[cfg(test)]

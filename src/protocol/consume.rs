@@ -6,7 +6,7 @@ use std::io::Write;
 use base64::Engine;
 use serde::Deserialize;
 
-use super::{parse_int, validate_topic, ErrorCode, ProtocolError};
+use super::{parse_int, validate_topic, ProtocolError};
 
 /// Which records a session reads.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -590,16 +590,10 @@ pub fn partitions_frame(kind: &str, partitions: &[(String, i32)]) -> String {
     String::from_utf8_lossy(&buf).into_owned()
 }
 
-impl ErrorCode {
-    /// Errors after the upgrade that end the session, as opposed to a reply frame.
-    pub fn is_fatal_for_consume(self) -> bool {
-        !matches!(self, ErrorCode::BadRequest | ErrorCode::BadAck)
-    }
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::protocol::ErrorCode;
 
     fn q(pairs: &[(&str, &str)]) -> HashMap<String, String> {
         pairs
