@@ -3,7 +3,7 @@
 //! Every record is answered exactly once, in the order it arrived: an ack with partition and
 //! offset once Kafka has stored it (acks=all), or an error. Many sends are in flight at once;
 //! backpressure stops reading the socket when too many answers are outstanding or librdkafka's
-//! queue is full, so nothing is buffered without bound. See `docs/PROTOCOL-produce.md`.
+//! queue is full, so nothing is buffered without bound. See docs/PROTOCOL.md ("Produce").
 
 use std::collections::{HashMap, VecDeque};
 use std::future::Future;
@@ -22,7 +22,7 @@ use axum::extract::{ConnectInfo, Path, Query, State};
 use axum::http::{header, HeaderMap, StatusCode};
 use axum::response::{IntoResponse, Response};
 use futures::stream::{FuturesOrdered, SplitSink, SplitStream};
-use futures::{SinkExt, StreamExt};
+use futures::{FutureExt, SinkExt, StreamExt};
 use rdkafka::error::{KafkaError, RDKafkaErrorCode};
 use rdkafka::message::{Header, OwnedHeaders};
 use rdkafka::producer::{DeliveryFuture, FutureProducer, FutureRecord};
@@ -46,8 +46,14 @@ use crate::socket;
 /// because a sent record's bytes live in librdkafka's bounded queue and only its answer is held.
 pub const MAX_IN_FLIGHT: usize = 10_000;
 
-/// Decoded frames the reader task may hold ahead of the session.
+/// Batches of decoded frames the reader task may hold ahead of the session.
 const READER_QUEUE: usize = 4;
+
+/// Frames already received that the reader decodes and hands over together, at most; a batch
+/// also ends once its frames reach `READER_BATCH_BYTES`, so the reader's memory stays near
+/// `READER_QUEUE` frames of the largest size.
+const READER_BATCH_FRAMES: usize = 64;
+const READER_BATCH_BYTES: usize = 256 * 1024;
 
 /// Frames queued to the writer task; acks are small, and a client that does not read them
 /// stalls the session (and so its reading) once this and `MAX_IN_FLIGHT` fill up.
@@ -220,8 +226,8 @@ async fn check_target(kafka: &Kafka, req: &ProduceRequest) -> Result<Arc<[i32]>,
     Ok(partitions)
 }
 
-/// Writes frames in order and pings on a timer. Flushes only when nothing else is queued, so
-/// acks under load leave in few TCP writes.
+/// Writes frames in order and pings on a timer. Takes every frame already queued at once and
+/// flushes only when nothing else is queued, so acks under load leave in few TCP writes.
 async fn writer(
     mut sink: SplitSink<WebSocket, Message>,
     mut rx: mpsc::Receiver<Out>,
@@ -231,28 +237,22 @@ async fn writer(
     let limit = socket::stall_limit(ping_interval);
     let mut ping = tokio::time::interval(ping_interval);
     ping.tick().await;
+    let mut batch = Vec::with_capacity(WRITER_QUEUE);
     loop {
         tokio::select! {
-            out = rx.recv() => match out {
-                Some(Out::Text(text)) => {
-                    let fed = tokio::time::timeout(limit, sink.feed(Message::Text(text.into()))).await;
-                    if !matches!(fed, Ok(Ok(()))) {
-                        return;
-                    }
-                    if rx.is_empty()
-                        && !matches!(tokio::time::timeout(limit, sink.flush()).await, Ok(Ok(())))
-                    {
-                        return;
-                    }
-                }
-                Some(Out::Close(code, reason)) => {
-                    let close = Message::Close(Some(CloseFrame { code, reason: reason.into() }));
-                    socket::send_within(&mut sink, close, limit).await;
-                    return;
-                }
-                None => {
+            n = rx.recv_many(&mut batch, WRITER_QUEUE) => {
+                if n == 0 {
                     let _ = tokio::time::timeout(limit, sink.flush()).await;
                     return;
+                }
+                match tokio::time::timeout(limit, write_batch(&mut sink, &mut batch, &rx)).await {
+                    Ok(Ok(Written::More)) => {}
+                    Ok(Ok(Written::Close(code, reason))) => {
+                        let close = Message::Close(Some(CloseFrame { code, reason: reason.into() }));
+                        socket::send_within(&mut sink, close, limit).await;
+                        return;
+                    }
+                    Ok(Err(_)) | Err(_) => return,
                 }
             },
             _ = ping.tick() => {
@@ -262,6 +262,33 @@ async fn writer(
             }
         }
     }
+}
+
+/// What writing one batch of frames came to.
+enum Written {
+    More,
+    Close(u16, String),
+}
+
+/// Feeds a batch of frames; flushes once at its end when nothing else is queued. Stops at a close.
+async fn write_batch(
+    sink: &mut SplitSink<WebSocket, Message>,
+    batch: &mut Vec<Out>,
+    rx: &mpsc::Receiver<Out>,
+) -> Result<Written, axum::Error> {
+    for out in batch.drain(..) {
+        match out {
+            Out::Text(text) => sink.feed(Message::Text(text.into())).await?,
+            Out::Close(code, reason) => {
+                sink.flush().await?;
+                return Ok(Written::Close(code, reason));
+            }
+        }
+    }
+    if rx.is_empty() {
+        sink.flush().await?;
+    }
+    Ok(Written::More)
 }
 
 /// Reads and decodes frames until the client leaves, a frame breaks the protocol, or `stop`
@@ -281,20 +308,40 @@ fn spawn_reader(
                 _ = stop.wait_for(|s| *s) => return,
                 m = stream.next() => m,
             };
-            let Some(msg) = msg else {
-                let _ = tx.send(Inbound::End(End::ClientGone)).await;
-                return;
-            };
             last_seen.store(now_ms(), Relaxed);
-            let inbound = match msg {
-                Ok(Message::Text(t)) => Inbound::Records(decoder.text(Bytes::from(t))),
-                Ok(Message::Binary(b)) => Inbound::Records(decoder.binary(b)),
-                Ok(Message::Ping(_)) | Ok(Message::Pong(_)) => continue,
-                Ok(Message::Close(_)) => Inbound::End(End::ClientGone),
-                Err(e) => Inbound::End(classify_read_error(&e.to_string(), max_frame_bytes)),
-            };
-            let end = matches!(inbound, Inbound::End(_));
-            if tx.send(inbound).await.is_err() || end {
+            // Frames already received are decoded together and handed over as one batch.
+            let mut records = Vec::new();
+            let mut end = None;
+            let mut next = Some(msg);
+            let (mut frames, mut bytes) = (0, 0);
+            while let Some(msg) = next.take() {
+                frames += 1;
+                match msg {
+                    None => end = Some(End::ClientGone),
+                    Some(Ok(Message::Text(t))) => {
+                        bytes += t.len();
+                        records.extend(decoder.text(Bytes::from(t)));
+                    }
+                    Some(Ok(Message::Binary(b))) => {
+                        bytes += b.len();
+                        records.extend(decoder.binary(b));
+                    }
+                    Some(Ok(Message::Ping(_))) | Some(Ok(Message::Pong(_))) => {}
+                    Some(Ok(Message::Close(_))) => end = Some(End::ClientGone),
+                    Some(Err(e)) => {
+                        end = Some(classify_read_error(&e.to_string(), max_frame_bytes))
+                    }
+                }
+                if end.is_some() || frames >= READER_BATCH_FRAMES || bytes >= READER_BATCH_BYTES {
+                    break;
+                }
+                next = stream.next().now_or_never();
+            }
+            if !records.is_empty() && tx.send(Inbound::Records(records)).await.is_err() {
+                return;
+            }
+            if let Some(end) = end {
+                let _ = tx.send(Inbound::End(end)).await;
                 return;
             }
         }
@@ -485,6 +532,13 @@ struct Session<'a> {
     writer_gone: bool,
 }
 
+/// Whether the session takes more records from the reader now.
+fn can_read(s: &Session<'_>, ending: &Option<End>, reader_done: bool, refusing: bool) -> bool {
+    !reader_done
+        && (refusing
+            || (ending.is_none() && s.blocked.is_empty() && s.outstanding() < MAX_IN_FLIGHT))
+}
+
 impl Session<'_> {
     fn outstanding(&self) -> usize {
         self.pending.len() + self.blocked.len() + self.acks.len()
@@ -513,6 +567,29 @@ impl Session<'_> {
                 self.retry_blocked();
                 retry_at = Instant::now() + QUEUE_FULL_RETRY;
             }
+            // Everything ready now is done in one go, so one wake-up serves many records:
+            // frames the reader already decoded, deliveries already reported, and answers the
+            // writer has room for.
+            while can_read(self, &ending, reader_done, refusing) {
+                match inbound.try_recv() {
+                    Ok(m) => {
+                        if let Some(end) = self.take(m, refusing).await {
+                            reader_done = true;
+                            if ending.is_none() {
+                                ending = Some(end);
+                                deadline = Instant::now() + self.ctx.config.shutdown_grace;
+                            }
+                        }
+                    }
+                    Err(mpsc::error::TryRecvError::Empty) => break,
+                    Err(mpsc::error::TryRecvError::Disconnected) => reader_done = true,
+                }
+            }
+            self.answer_ready();
+            if self.hand_to_writer() && ending.is_none() {
+                ending = Some(End::ClientGone);
+                deadline = Instant::now() + self.ctx.config.shutdown_grace;
+            }
             if let Some(end) = &ending {
                 let answered = self.pending.is_empty()
                     && self.blocked.is_empty()
@@ -521,11 +598,7 @@ impl Session<'_> {
                     break;
                 }
             }
-            let can_read = !reader_done
-                && (refusing
-                    || (ending.is_none()
-                        && self.blocked.is_empty()
-                        && self.outstanding() < MAX_IN_FLIGHT));
+            let can_read = can_read(self, &ending, reader_done, refusing);
             tokio::select! {
                 biased;
                 _ = shutdown.wait(), if ending.is_none() => {
@@ -536,6 +609,7 @@ impl Session<'_> {
                     ending = Some(End::Shutdown);
                     deadline = Instant::now() + self.ctx.config.shutdown_grace;
                 }
+                // Only reached while the writer's queue is full.
                 permit = self.out.reserve(), if !self.acks.is_empty() && !self.writer_gone => match permit {
                     Ok(permit) => {
                         if let Some(a) = self.acks.pop_front() {
@@ -554,20 +628,13 @@ impl Session<'_> {
                 Some((id, outcome)) = self.pending.next() => self.answer(id, outcome),
                 _ = tokio::time::sleep_until(retry_at.into()), if !self.blocked.is_empty() => {}
                 m = inbound.recv(), if can_read => match m {
-                    Some(Inbound::Records(records)) => {
-                        for d in records {
-                            if refusing {
-                                self.refuse(d);
-                            } else {
-                                self.submit(d).await;
+                    Some(m) => {
+                        if let Some(end) = self.take(m, refusing).await {
+                            reader_done = true;
+                            if ending.is_none() {
+                                ending = Some(end);
+                                deadline = Instant::now() + self.ctx.config.shutdown_grace;
                             }
-                        }
-                    }
-                    Some(Inbound::End(end)) => {
-                        reader_done = true;
-                        if ending.is_none() {
-                            ending = Some(end);
-                            deadline = Instant::now() + self.ctx.config.shutdown_grace;
                         }
                     }
                     None => reader_done = true,
@@ -588,6 +655,54 @@ impl Session<'_> {
         }
         let _ = stop_reader.send(true);
         ending.unwrap_or(End::ClientGone)
+    }
+
+    /// Takes what the reader sent; an end of input is returned to the caller.
+    async fn take(&mut self, m: Inbound, refusing: bool) -> Option<End> {
+        match m {
+            Inbound::Records(records) => {
+                for d in records {
+                    if refusing {
+                        self.refuse(d);
+                    } else {
+                        self.submit(d).await;
+                    }
+                }
+                None
+            }
+            Inbound::End(end) => Some(end),
+        }
+    }
+
+    /// Answers every record at the head of the order whose delivery is already known.
+    fn answer_ready(&mut self) {
+        while let Some(Some((id, outcome))) = self.pending.next().now_or_never() {
+            self.answer(id, outcome);
+        }
+    }
+
+    /// Queues answers to the writer while it has room; `true` when the writer just turned out
+    /// to be gone.
+    fn hand_to_writer(&mut self) -> bool {
+        if self.writer_gone {
+            return false;
+        }
+        while let Some(a) = self.acks.pop_front() {
+            match self.out.try_send(Out::Text(a)) {
+                Ok(()) => {}
+                Err(mpsc::error::TrySendError::Full(Out::Text(a))) => {
+                    self.acks.push_front(a);
+                    return false;
+                }
+                Err(mpsc::error::TrySendError::Full(Out::Close(..))) => return false,
+                Err(mpsc::error::TrySendError::Closed(_)) => {
+                    self.writer_gone = true;
+                    self.acks.clear();
+                    return true;
+                }
+            }
+        }
+        false
     }
 
     /// Queues the answer for the writer and counts it.
