@@ -375,3 +375,43 @@ async fn shutdown_closes_sockets_with_1001_and_commits_delivered() {
     stop.await.unwrap();
     assert_eq!(committed(&group, &topic, 1).await.get(&0), Some(&3));
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn connection_limit_and_admin_auth() {
+    let topic = topic("seed-limit", 1).await;
+    let proxy = Proxy::start_with(|c| {
+        c.max_connections = 1;
+        c.auth = Some(kafka_proxy::config::Secret::new("pw"));
+    })
+    .await;
+    let path = format!("/?topic={topic}&consumerGroup={}", unique("g"));
+    let (tx, rx) = tokio::sync::oneshot::channel::<()>();
+    // Hold one session open on a raw connection.
+    let addr = proxy.addr;
+    let first = {
+        let path = path.clone();
+        tokio::spawn(async move {
+            use tokio::io::{AsyncReadExt, AsyncWriteExt};
+            let mut s = tokio::net::TcpStream::connect(addr).await.unwrap();
+            let req = format!(
+                "GET {path} HTTP/1.1\r\nHost: x\r\nConnection: Upgrade\r\nUpgrade: websocket\r\nSec-WebSocket-Version: 13\r\nSec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\nAuthorization: basic pw\r\n\r\n"
+            );
+            s.write_all(req.as_bytes()).await.unwrap();
+            let mut buf = [0u8; 12];
+            s.read_exact(&mut buf).await.unwrap();
+            assert_eq!(&buf[9..12], b"101");
+            let _ = rx.await;
+        })
+    };
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    let (status, body) = http_get(&proxy, &path, Some("basic pw")).await;
+    assert_eq!(status, 429, "{body}");
+    assert!(body.contains("limit_reached"));
+    let (status, _) = http_get(&proxy, "/admin/sessions", None).await;
+    assert_eq!(status, 401, "admin needs credentials when auth is set");
+    let (status, _) = http_get(&proxy, "/admin/sessions", Some("basic pw")).await;
+    assert_eq!(status, 200);
+    let _ = tx.send(());
+    first.await.unwrap();
+    proxy.stop().await;
+}
