@@ -10,7 +10,7 @@ use std::time::{Duration, Instant};
 use rdkafka::config::{ClientConfig, RDKafkaLogLevel};
 use rdkafka::consumer::{BaseConsumer, Consumer, ConsumerContext, StreamConsumer};
 use rdkafka::error::{KafkaError, RDKafkaErrorCode};
-use rdkafka::producer::FutureProducer;
+use rdkafka::producer::ThreadedProducer;
 use rdkafka::types::RDKafkaRespErr;
 use rdkafka::{ClientContext, Offset, TopicPartitionList};
 use tokio::sync::mpsc;
@@ -111,7 +111,7 @@ pub struct Kafka {
     /// One long-lived client for metadata and watermark look-ups, so sessions don't each bootstrap.
     meta: Arc<BaseConsumer<LogContext>>,
     /// The shared idempotent producer for all produce sockets and HTTP requests.
-    pub producer: FutureProducer<LogContext>,
+    pub producer: ThreadedProducer<crate::produce::ProduceContext>,
     /// Last readiness probe (time, result), so `/readyz` polled often costs one look-up a second.
     ready: Mutex<Option<(Instant, bool)>>,
     /// Only one readiness look-up at a time; concurrent callers wait for it and read its result,
@@ -133,7 +133,7 @@ impl Kafka {
         if !config.kafka_properties.contains_key("partitioner") {
             pc.set("partitioner", "murmur2_random");
         }
-        let producer: FutureProducer<LogContext> = pc
+        let producer: ThreadedProducer<crate::produce::ProduceContext> = pc
             .set("client.id", "kafka-proxy-producer")
             .set("enable.idempotence", "true")
             .set("acks", "all")
@@ -141,7 +141,7 @@ impl Kafka {
             .set("batch.num.messages", "10000")
             .set("queue.buffering.max.kbytes", "65536")
             .set("message.timeout.ms", "30000")
-            .create_with_context(LogContext)?;
+            .create_with_context(crate::produce::ProduceContext)?;
         Ok(Kafka {
             config,
             meta: Arc::new(meta),

@@ -6,12 +6,9 @@
 //! queue is full, so nothing is buffered without bound. See docs/PROTOCOL.md ("Produce").
 
 use std::collections::{HashMap, VecDeque};
-use std::future::Future;
 use std::net::SocketAddr;
-use std::pin::Pin;
 use std::sync::atomic::{AtomicI64, Ordering::Relaxed};
-use std::sync::Arc;
-use std::task::{Context, Poll};
+use std::sync::{Arc, Mutex, PoisonError};
 use std::time::{Duration, Instant};
 
 use axum::body::Bytes;
@@ -21,13 +18,15 @@ use axum::extract::ws::{CloseFrame, Message, WebSocket, WebSocketUpgrade};
 use axum::extract::{ConnectInfo, Path, Query, State};
 use axum::http::{header, HeaderMap, StatusCode};
 use axum::response::{IntoResponse, Response};
-use futures::stream::{FuturesOrdered, SplitSink, SplitStream};
+use futures::stream::{SplitSink, SplitStream};
 use futures::{FutureExt, SinkExt, StreamExt};
+use rdkafka::config::RDKafkaLogLevel;
 use rdkafka::error::{KafkaError, RDKafkaErrorCode};
-use rdkafka::message::{Header, OwnedHeaders};
-use rdkafka::producer::{DeliveryFuture, FutureProducer, FutureRecord};
+use rdkafka::message::{Header, Message as _, OwnedHeaders};
+use rdkafka::producer::{BaseRecord, DeliveryResult, ProducerContext};
+use rdkafka::ClientContext;
 use serde_json::Value;
-use tokio::sync::{mpsc, watch};
+use tokio::sync::{mpsc, watch, Notify};
 
 use crate::config::Config;
 use crate::kafka::{Kafka, LogContext};
@@ -178,7 +177,7 @@ async fn session(socket: WebSocket, req: ProduceRequest, ctx: Ctx, stats: Arc<Se
                 stats: &stats,
                 out: &out_tx,
                 partitions,
-                pending: FuturesOrdered::new(),
+                order: Order::new(),
                 blocked: VecDeque::new(),
                 acks: VecDeque::new(),
                 writer_gone: false,
@@ -364,63 +363,157 @@ fn classify_read_error(text: &str, max_frame_bytes: usize) -> End {
 /// A record's answer once it is known: partition and offset, or why it failed.
 type Outcome = Result<(i32, i64), ProtocolError>;
 
-/// One record between the decoder and its answer. Errors known before sending are `Done` so
-/// they keep their place in the answer order.
-struct InFlight {
-    id: Option<Value>,
-    state: InFlightState,
-}
+/// The shared producer's context: each record carries a `Ticket`, and its delivery report goes
+/// straight to the `Inbox` of the socket or request that sent it (no future per record).
+pub struct ProduceContext;
 
-enum InFlightState {
-    Sent(DeliveryFuture),
-    Done(Option<Outcome>),
-}
-
-impl InFlight {
-    fn done(id: Option<Value>, outcome: Outcome) -> Self {
-        InFlight {
-            id,
-            state: InFlightState::Done(Some(outcome)),
-        }
+impl ClientContext for ProduceContext {
+    fn log(&self, level: RDKafkaLogLevel, fac: &str, log_message: &str) {
+        LogContext.log(level, fac, log_message)
+    }
+    fn error(&self, error: KafkaError, reason: &str) {
+        LogContext.error(error, reason)
     }
 }
 
-impl Future for InFlight {
-    type Output = (Option<Value>, Outcome);
+impl ProducerContext for ProduceContext {
+    type DeliveryOpaque = Box<Ticket>;
 
-    fn poll(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
-        let outcome = match &mut self.state {
-            InFlightState::Sent(f) => match Pin::new(f).poll(cx) {
-                Poll::Pending => return Poll::Pending,
-                Poll::Ready(Ok(Ok(d))) => Ok((d.partition, d.offset)),
-                Poll::Ready(Ok(Err((e, _msg)))) => Err(delivery_error(&e)),
-                Poll::Ready(Err(_canceled)) => Err(ProtocolError::new(
-                    ErrorCode::Internal,
-                    "the producer dropped the record's delivery report",
-                )),
-            },
-            InFlightState::Done(o) => o.take().unwrap_or_else(|| {
-                Err(ProtocolError::new(
-                    ErrorCode::Internal,
-                    "answer taken twice",
-                ))
-            }),
+    fn delivery(&self, report: &DeliveryResult<'_>, ticket: Box<Ticket>) {
+        let outcome = match report {
+            Ok(m) => Ok((m.partition(), m.offset())),
+            Err((e, _)) => Err(delivery_error(e)),
         };
-        Poll::Ready((self.id.take(), outcome))
+        ticket.inbox.put(ticket.seq, outcome);
+    }
+}
+
+/// What a sent record carries through librdkafka: where its report goes and its place there.
+pub struct Ticket {
+    inbox: Arc<Inbox>,
+    seq: u64,
+}
+
+/// Delivery reports for one socket or request, as librdkafka's thread hands them over.
+#[derive(Default)]
+struct Inbox {
+    reports: Mutex<Vec<(u64, Outcome)>>,
+    /// Raised when reports arrive in an empty inbox; its owner takes them all at once.
+    ready: Notify,
+}
+
+impl Inbox {
+    fn put(&self, seq: u64, outcome: Outcome) {
+        let first = {
+            let mut r = self.reports.lock().unwrap_or_else(PoisonError::into_inner);
+            r.push((seq, outcome));
+            r.len() == 1
+        };
+        if first {
+            self.ready.notify_one();
+        }
+    }
+
+    /// Moves every report that came in to `into` (which must be empty).
+    fn take(&self, into: &mut Vec<(u64, Outcome)>) {
+        let mut r = self.reports.lock().unwrap_or_else(PoisonError::into_inner);
+        std::mem::swap(&mut *r, into);
+    }
+}
+
+/// Records in arrival order until their answers are known; reports arriving in any order are
+/// filed by sequence number and answers leave from the front only.
+struct Order {
+    inbox: Arc<Inbox>,
+    slots: VecDeque<Slot>,
+    /// Sequence number of `slots[0]`.
+    head: u64,
+    /// Sent records whose report has not come yet.
+    waiting: usize,
+    scratch: Vec<(u64, Outcome)>,
+}
+
+struct Slot {
+    id: Option<Value>,
+    outcome: Option<Outcome>,
+}
+
+impl Order {
+    fn new() -> Self {
+        Order {
+            inbox: Arc::default(),
+            slots: VecDeque::new(),
+            head: 0,
+            waiting: 0,
+            scratch: Vec::new(),
+        }
+    }
+
+    fn len(&self) -> usize {
+        self.slots.len()
+    }
+
+    fn is_empty(&self) -> bool {
+        self.slots.is_empty()
+    }
+
+    /// A record whose answer is known before sending.
+    fn done(&mut self, id: Option<Value>, outcome: Outcome) {
+        self.slots.push_back(Slot {
+            id,
+            outcome: Some(outcome),
+        });
+    }
+
+    /// The ticket for the next record; it takes its place with `sent` once librdkafka has it.
+    fn ticket(&self) -> Box<Ticket> {
+        Box::new(Ticket {
+            inbox: self.inbox.clone(),
+            seq: self.head + self.slots.len() as u64,
+        })
+    }
+
+    fn sent(&mut self, id: Option<Value>) {
+        self.slots.push_back(Slot { id, outcome: None });
+        self.waiting += 1;
+    }
+
+    /// Files the reports that came in.
+    fn collect(&mut self) {
+        if self.waiting == 0 {
+            return;
+        }
+        self.inbox.take(&mut self.scratch);
+        for (seq, outcome) in self.scratch.drain(..) {
+            let slot = seq
+                .checked_sub(self.head)
+                .and_then(|i| self.slots.get_mut(usize::try_from(i).ok()?));
+            if let Some(slot) = slot.filter(|s| s.outcome.is_none()) {
+                slot.outcome = Some(outcome);
+                self.waiting -= 1;
+            }
+        }
+    }
+
+    /// The first record's answer, once known.
+    fn pop(&mut self) -> Option<(Option<Value>, Outcome)> {
+        self.slots.front()?.outcome.as_ref()?;
+        let slot = self.slots.pop_front()?;
+        self.head += 1;
+        Some((slot.id, slot.outcome?))
     }
 }
 
 /// Result of offering one record to librdkafka.
 enum Enqueue {
-    Sent(DeliveryFuture),
+    Sent,
     /// The producer's queue is full: offer it again later, and read no more meanwhile.
     Full,
     Failed(ProtocolError),
 }
 
-fn enqueue(kafka: &Kafka, topic: &str, r: &Record) -> Enqueue {
-    let producer: &FutureProducer<LogContext> = &kafka.producer;
-    let mut fr = FutureRecord::<[u8], [u8]>::to(topic);
+fn enqueue(kafka: &Kafka, topic: &str, r: &Record, ticket: Box<Ticket>) -> Enqueue {
+    let mut fr = BaseRecord::<[u8], [u8], Box<Ticket>>::with_opaque_to(topic, ticket);
     if let Some(k) = &r.key {
         fr = fr.key(&k[..]);
     }
@@ -443,8 +536,8 @@ fn enqueue(kafka: &Kafka, topic: &str, r: &Record) -> Enqueue {
         }
         fr = fr.headers(h);
     }
-    match producer.send_result(fr) {
-        Ok(f) => Enqueue::Sent(f),
+    match kafka.producer.send(fr) {
+        Ok(()) => Enqueue::Sent,
         Err((e, _)) if e.rdkafka_error_code() == Some(RDKafkaErrorCode::QueueFull) => Enqueue::Full,
         Err((e, _)) => {
             let size =
@@ -523,7 +616,7 @@ struct Session<'a> {
     /// The topic's partitions, checked before sending so a wrong partition fails at once.
     partitions: Arc<[i32]>,
     /// Every record taken from the reader, in arrival order, until its answer is known.
-    pending: FuturesOrdered<InFlight>,
+    order: Order,
     /// Records refused with `QueueFull`, in order; while any wait, the socket is not read.
     blocked: VecDeque<Record>,
     /// Answers ready for the writer, in order.
@@ -541,7 +634,7 @@ fn can_read(s: &Session<'_>, ending: &Option<End>, reader_done: bool, refusing: 
 
 impl Session<'_> {
     fn outstanding(&self) -> usize {
-        self.pending.len() + self.blocked.len() + self.acks.len()
+        self.order.len() + self.blocked.len() + self.acks.len()
     }
 
     async fn run(
@@ -551,6 +644,7 @@ impl Session<'_> {
         last_seen: Arc<AtomicI64>,
     ) -> End {
         let mut shutdown = self.ctx.shutdown.clone();
+        let inbox = self.order.inbox.clone();
         let mut tick = tokio::time::interval(Duration::from_secs(1));
         let dead_after = self.ctx.config.ping_interval.as_millis() as i64 * 3;
         // Set once no more records will be taken: the session ends when every answer is out.
@@ -591,7 +685,7 @@ impl Session<'_> {
                 deadline = Instant::now() + self.ctx.config.shutdown_grace;
             }
             if let Some(end) = &ending {
-                let answered = self.pending.is_empty()
+                let answered = self.order.is_empty()
                     && self.blocked.is_empty()
                     && (self.acks.is_empty() || self.writer_gone);
                 if answered && (reader_done || !matches!(end, End::Shutdown)) {
@@ -625,7 +719,7 @@ impl Session<'_> {
                         }
                     }
                 },
-                Some((id, outcome)) = self.pending.next() => self.answer(id, outcome),
+                _ = inbox.ready.notified(), if self.order.waiting > 0 => {}
                 _ = tokio::time::sleep_until(retry_at.into()), if !self.blocked.is_empty() => {}
                 m = inbound.recv(), if can_read => match m {
                     Some(m) => {
@@ -676,7 +770,8 @@ impl Session<'_> {
 
     /// Answers every record at the head of the order whose delivery is already known.
     fn answer_ready(&mut self) {
-        while let Some(Some((id, outcome))) = self.pending.next().now_or_never() {
+        self.order.collect();
+        while let Some((id, outcome)) = self.order.pop() {
             self.answer(id, outcome);
         }
     }
@@ -730,8 +825,7 @@ impl Session<'_> {
             Ok(r) => r,
             Err(e) => {
                 let id = e.ack_id();
-                self.pending
-                    .push_back(InFlight::done(Some(id), Err(e.error)));
+                self.order.done(Some(id), Err(e.error));
                 return;
             }
         };
@@ -744,8 +838,7 @@ impl Session<'_> {
                 }
                 if !self.partitions.contains(&p) {
                     let e = wire::unknown_partition(&self.req.topic, p, self.partitions.len());
-                    self.pending
-                        .push_back(InFlight::done(Some(r.ack_id()), Err(e)));
+                    self.order.done(Some(r.ack_id()), Err(e));
                     return;
                 }
             }
@@ -759,17 +852,13 @@ impl Session<'_> {
 
     /// Offers one record; `false` when the producer's queue is full and the record was parked.
     fn offer(&mut self, r: Record) -> bool {
-        match enqueue(&self.ctx.kafka, &self.req.topic, &r) {
-            Enqueue::Sent(f) => {
-                self.pending.push_back(InFlight {
-                    id: Some(r.ack_id()),
-                    state: InFlightState::Sent(f),
-                });
+        match enqueue(&self.ctx.kafka, &self.req.topic, &r, self.order.ticket()) {
+            Enqueue::Sent => {
+                self.order.sent(Some(r.ack_id()));
                 true
             }
             Enqueue::Failed(e) => {
-                self.pending
-                    .push_back(InFlight::done(Some(r.ack_id()), Err(e)));
+                self.order.done(Some(r.ack_id()), Err(e));
                 true
             }
             Enqueue::Full => {
@@ -792,14 +881,12 @@ impl Session<'_> {
             Ok(r) => r.ack_id(),
             Err(e) => e.ack_id(),
         };
-        self.pending
-            .push_back(InFlight::done(Some(id), Err(shutting_down())));
+        self.order.done(Some(id), Err(shutting_down()));
     }
 
     fn refuse_blocked(&mut self) {
         for r in std::mem::take(&mut self.blocked) {
-            self.pending
-                .push_back(InFlight::done(Some(r.ack_id()), Err(shutting_down())));
+            self.order.done(Some(r.ack_id()), Err(shutting_down()));
         }
     }
 }
@@ -901,43 +988,53 @@ async fn produce_all(
     decoded: Vec<Decoded>,
 ) -> Vec<(Option<Value>, Outcome)> {
     let give_up = Instant::now() + Duration::from_secs(30);
-    let mut pending = FuturesOrdered::new();
+    let mut order = Order::new();
     for d in decoded {
         let r = match d {
             Ok(r) => r,
             Err(e) => {
-                pending.push_back(InFlight::done(e.id, Err(e.error)));
+                order.done(e.id, Err(e.error));
                 continue;
             }
         };
         if let Some(p) = r.partition.filter(|p| !partitions.contains(p)) {
             let e = wire::unknown_partition(topic, p, partitions.len());
-            pending.push_back(InFlight::done(r.id, Err(e)));
+            order.done(r.id, Err(e));
             continue;
         }
         loop {
-            match enqueue(kafka, topic, &r) {
-                Enqueue::Sent(f) => pending.push_back(InFlight {
-                    id: r.id.clone(),
-                    state: InFlightState::Sent(f),
-                }),
-                Enqueue::Failed(e) => pending.push_back(InFlight::done(r.id.clone(), Err(e))),
+            match enqueue(kafka, topic, &r, order.ticket()) {
+                Enqueue::Sent => order.sent(r.id.clone()),
+                Enqueue::Failed(e) => order.done(r.id.clone(), Err(e)),
                 Enqueue::Full if Instant::now() < give_up => {
                     tokio::time::sleep(QUEUE_FULL_RETRY).await;
                     continue;
                 }
-                Enqueue::Full => pending.push_back(InFlight::done(
+                Enqueue::Full => order.done(
                     r.id.clone(),
                     Err(ProtocolError::new(
                         ErrorCode::KafkaUnavailable,
                         "the producer's queue stayed full; Kafka is not keeping up",
                     )),
-                )),
+                ),
             }
             break;
         }
     }
-    pending.collect().await
+    let mut answers = Vec::with_capacity(order.len());
+    let inbox = order.inbox.clone();
+    loop {
+        order.collect();
+        while let Some(a) = order.pop() {
+            answers.push(a);
+        }
+        if order.is_empty() {
+            return answers;
+        }
+        // Every sent record gets a report from librdkafka (at the latest after
+        // `message.timeout.ms`).
+        inbox.ready.notified().await;
+    }
 }
 
 #[cfg(test)]
@@ -991,7 +1088,7 @@ mod tests {
                 stats: &stats,
                 out: &out_tx,
                 partitions,
-                pending: FuturesOrdered::new(),
+                order: Order::new(),
                 blocked: VecDeque::new(),
                 acks: VecDeque::new(),
                 writer_gone: false,
