@@ -14,10 +14,11 @@ use std::time::{Duration, Instant};
 use axum::body::Bytes;
 use axum::extract::rejection::{BytesRejection, PathRejection, QueryRejection};
 use axum::extract::ws::rejection::WebSocketUpgradeRejection;
-use axum::extract::ws::{CloseFrame, Message, WebSocket, WebSocketUpgrade};
+use axum::extract::ws::{CloseFrame, Message, Utf8Bytes, WebSocket, WebSocketUpgrade};
 use axum::extract::{ConnectInfo, Path, Query, State};
 use axum::http::{header, HeaderMap, StatusCode};
 use axum::response::{IntoResponse, Response};
+use bytes::BytesMut;
 use futures::stream::{SplitSink, SplitStream};
 use futures::{FutureExt, SinkExt, StreamExt};
 use rdkafka::config::RDKafkaLogLevel;
@@ -32,7 +33,7 @@ use crate::config::Config;
 use crate::kafka::{Kafka, LogContext};
 use crate::metrics::{now_ms, SessionMeta, SessionStats};
 use crate::protocol::produce::{
-    self as wire, ack_frame, error_frame, Decoded, Decoder, ProduceRequest, Record,
+    self as wire, error_frame, Decoded, Decoder, ProduceRequest, Record,
 };
 use crate::protocol::{ErrorCode, ProtocolError};
 use crate::server::{configure, AppState, HttpError};
@@ -131,7 +132,7 @@ struct Ctx {
 
 /// What the session hands the writer task.
 enum Out {
-    Text(String),
+    Text(Utf8Bytes),
     /// A close frame, after everything queued before it.
     Close(u16, String),
 }
@@ -180,6 +181,7 @@ async fn session(socket: WebSocket, req: ProduceRequest, ctx: Ctx, stats: Arc<Se
                 order: Order::new(),
                 blocked: VecDeque::new(),
                 acks: VecDeque::new(),
+                frames: Frames::default(),
                 writer_gone: false,
             };
             s.run(inbound, stop_tx, last_seen).await
@@ -192,7 +194,7 @@ async fn session(socket: WebSocket, req: ProduceRequest, ctx: Ctx, stats: Arc<Se
         End::Shutdown => Some((1001, "proxy shutting down".to_string())),
         End::Error(e) => {
             tracing::info!(code = e.code.name(), reason = %e.message, "produce session closed with error");
-            let _ = out_tx.send(Out::Text(e.frame())).await;
+            let _ = out_tx.send(Out::Text(e.frame().into())).await;
             Some((e.code.close_code(), e.close_reason()))
         }
         End::Violation(code, reason) => {
@@ -277,7 +279,7 @@ async fn write_batch(
 ) -> Result<Written, axum::Error> {
     for out in batch.drain(..) {
         match out {
-            Out::Text(text) => sink.feed(Message::Text(text.into())).await?,
+            Out::Text(text) => sink.feed(Message::Text(text)).await?,
             Out::Close(code, reason) => {
                 sink.flush().await?;
                 return Ok(Written::Close(code, reason));
@@ -319,11 +321,11 @@ fn spawn_reader(
                     None => end = Some(End::ClientGone),
                     Some(Ok(Message::Text(t))) => {
                         bytes += t.len();
-                        records.extend(decoder.text(Bytes::from(t)));
+                        decoder.text_into(Bytes::from(t), &mut records);
                     }
                     Some(Ok(Message::Binary(b))) => {
                         bytes += b.len();
-                        records.extend(decoder.binary(b));
+                        decoder.binary_into(b, &mut records);
                     }
                     Some(Ok(Message::Ping(_))) | Some(Ok(Message::Pong(_))) => {}
                     Some(Ok(Message::Close(_))) => end = Some(End::ClientGone),
@@ -608,6 +610,30 @@ fn delivery_error(e: &KafkaError) -> ProtocolError {
     ProtocolError::new(code, format!("Kafka did not store the record: {e}"))
 }
 
+/// Encodes ack frames into one buffer; each frame is a slice of it, so an ack costs no
+/// allocation of its own.
+#[derive(Default)]
+struct Frames {
+    text: String,
+    buf: BytesMut,
+}
+
+impl Frames {
+    const CHUNK: usize = 16 * 1024;
+
+    fn ack(&mut self, id: &Value, partition: i32, offset: i64) -> Utf8Bytes {
+        self.text.clear();
+        wire::push_ack_frame(&mut self.text, id, partition, offset);
+        if self.buf.capacity() < self.text.len() {
+            self.buf.reserve(Self::CHUNK.max(self.text.len()));
+        }
+        self.buf.extend_from_slice(self.text.as_bytes());
+        let frame = self.buf.split().freeze();
+        // The bytes were a `String`, so this cannot fail; if it did, the copy is still right.
+        Utf8Bytes::try_from(frame).unwrap_or_else(|_| Utf8Bytes::from(self.text.as_str()))
+    }
+}
+
 struct Session<'a> {
     req: &'a ProduceRequest,
     ctx: &'a Ctx,
@@ -620,15 +646,18 @@ struct Session<'a> {
     /// Records refused with `QueueFull`, in order; while any wait, the socket is not read.
     blocked: VecDeque<Record>,
     /// Answers ready for the writer, in order.
-    acks: VecDeque<String>,
+    acks: VecDeque<Utf8Bytes>,
+    /// Acks are encoded here and split off as frames that share its allocation.
+    frames: Frames,
     /// The writer stopped (client gone); answers are counted but no longer sent.
     writer_gone: bool,
 }
 
-/// Whether the session takes more records from the reader now.
-fn can_read(s: &Session<'_>, ending: &Option<End>, reader_done: bool, refusing: bool) -> bool {
+/// Whether the session takes more records from the reader now; `draining` once it takes only
+/// what the reader already has (shutdown, or the writer gone) until the reader is done.
+fn can_read(s: &Session<'_>, ending: &Option<End>, reader_done: bool, draining: bool) -> bool {
     !reader_done
-        && (refusing
+        && (draining
             || (ending.is_none() && s.blocked.is_empty() && s.outstanding() < MAX_IN_FLIGHT))
 }
 
@@ -652,6 +681,9 @@ impl Session<'_> {
         let mut deadline = Instant::now();
         // After shutdown, records the reader already decoded are answered `shutting_down`.
         let mut refusing = false;
+        // Once the writer is gone (usually: the client closed), the reader is stopped, and the
+        // records it read before the close are still produced; the session ends after them.
+        let mut draining = false;
         let mut reader_done = false;
         // When parked records are next offered to librdkafka; a fixed instant, so steady ack
         // traffic cannot keep postponing it.
@@ -664,7 +696,7 @@ impl Session<'_> {
             // Everything ready now is done in one go, so one wake-up serves many records:
             // frames the reader already decoded, deliveries already reported, and answers the
             // writer has room for.
-            while can_read(self, &ending, reader_done, refusing) {
+            while can_read(self, &ending, reader_done, refusing || draining) {
                 match inbound.try_recv() {
                     Ok(m) => {
                         if let Some(end) = self.take(m, refusing).await {
@@ -680,19 +712,25 @@ impl Session<'_> {
                 }
             }
             self.answer_ready();
-            if self.hand_to_writer() && ending.is_none() {
-                ending = Some(End::ClientGone);
-                deadline = Instant::now() + self.ctx.config.shutdown_grace;
+            if self.hand_to_writer() {
+                let _ = stop_reader.send(true);
+                draining = true;
+                if ending.is_none() {
+                    ending = Some(End::ClientGone);
+                    deadline = Instant::now() + self.ctx.config.shutdown_grace;
+                }
             }
             if let Some(end) = &ending {
                 let answered = self.order.is_empty()
                     && self.blocked.is_empty()
                     && (self.acks.is_empty() || self.writer_gone);
-                if answered && (reader_done || !matches!(end, End::Shutdown)) {
+                if answered
+                    && (reader_done || !(refusing || draining || matches!(end, End::Shutdown)))
+                {
                     break;
                 }
             }
-            let can_read = can_read(self, &ending, reader_done, refusing);
+            let can_read = can_read(self, &ending, reader_done, refusing || draining);
             tokio::select! {
                 biased;
                 _ = shutdown.wait(), if ending.is_none() => {
@@ -713,6 +751,8 @@ impl Session<'_> {
                     Err(_) => {
                         self.writer_gone = true;
                         self.acks.clear();
+                        let _ = stop_reader.send(true);
+                        draining = true;
                         if ending.is_none() {
                             ending = Some(End::ClientGone);
                             deadline = Instant::now() + self.ctx.config.shutdown_grace;
@@ -806,12 +846,12 @@ impl Session<'_> {
         let frame = match &outcome {
             Ok((p, o)) => {
                 self.stats.produced.fetch_add(1, Relaxed);
-                ack_frame(&id, *p, *o)
+                self.frames.ack(&id, *p, *o)
             }
             Err(e) => {
                 self.stats.produce_errors.fetch_add(1, Relaxed);
                 tracing::debug!(code = e.code.name(), reason = %e.message, "record refused");
-                error_frame(&id, e)
+                error_frame(&id, e).into()
             }
         };
         if !self.writer_gone {
@@ -1091,6 +1131,7 @@ mod tests {
                 order: Order::new(),
                 blocked: VecDeque::new(),
                 acks: VecDeque::new(),
+                frames: Frames::default(),
                 writer_gone: false,
             };
             let (stop_tx, _stop_rx) = watch::channel(false);

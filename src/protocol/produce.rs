@@ -1,6 +1,6 @@
 //! Produce side of the wire protocol: endpoint parameters, decoding frames into records, acks.
 //!
-//! Pure: the socket and Kafka live in `crate::produce`. The contract is `docs/PROTOCOL-produce.md`.
+//! Pure: the socket and Kafka live in `crate::produce`. The contract is docs/PROTOCOL.md ("Produce").
 
 use std::collections::HashMap;
 use std::fmt::Write;
@@ -204,6 +204,21 @@ impl Decoder {
     /// A binary frame: always one record's value.
     pub fn binary(&mut self, frame: Bytes) -> Vec<Decoded> {
         vec![Ok(self.raw(frame))]
+    }
+
+    /// `binary`, appending to `out` (no list per frame).
+    pub fn binary_into(&mut self, frame: Bytes, out: &mut Vec<Decoded>) {
+        out.push(Ok(self.raw(frame)));
+    }
+
+    /// `text`, appending to `out`; a plain value costs no list of its own.
+    pub fn text_into(&mut self, frame: Bytes, out: &mut Vec<Decoded>) {
+        let looks_json = matches!(frame.trim_ascii_start().first(), Some(b'{' | b'['));
+        match self.format {
+            FrameFormat::Raw => out.push(Ok(self.raw(frame))),
+            FrameFormat::Auto if !looks_json => out.push(Ok(self.raw(frame))),
+            _ => out.extend(self.text(frame)),
+        }
     }
 
     /// A text frame: JSON records or one raw value, by the rule of the request's `format`.
@@ -466,10 +481,15 @@ fn kind(v: &Value) -> &'static str {
 /// `{"type":"ack","id":ID,"partition":P,"offset":N}`.
 pub fn ack_frame(id: &Value, partition: i32, offset: i64) -> String {
     let mut s = String::with_capacity(64);
-    s.push_str("{\"type\":\"ack\",\"id\":");
-    push_json(&mut s, id);
-    let _ = write!(s, ",\"partition\":{partition},\"offset\":{offset}}}");
+    push_ack_frame(&mut s, id, partition, offset);
     s
+}
+
+/// `ack_frame`, appended to `s` (so a buffer can be reused).
+pub fn push_ack_frame(s: &mut String, id: &Value, partition: i32, offset: i64) {
+    s.push_str("{\"type\":\"ack\",\"id\":");
+    push_json(s, id);
+    let _ = write!(s, ",\"partition\":{partition},\"offset\":{offset}}}");
 }
 
 /// `{"type":"error","id":ID,"code":"...","message":"..."}`.
@@ -576,6 +596,29 @@ mod tests {
         let mut v = text(d, s);
         assert_eq!(v.len(), 1);
         v.remove(0).unwrap_err()
+    }
+
+    #[test]
+    fn appending_decodes_like_text() {
+        let frames = [
+            "plain",
+            " {\"value\":\"a\",\"id\":7}",
+            "[{\"value\":\"b\"},{\"value\":\"c\"}]",
+            "{not json",
+            "[1]",
+        ];
+        for format in [&[][..], &[("format", "raw")][..], &[("format", "json")][..]] {
+            let (mut a, mut b) = (dec(format), dec(format));
+            let mut appended = Vec::new();
+            let mut listed = Vec::new();
+            for f in frames {
+                a.text_into(Bytes::copy_from_slice(f.as_bytes()), &mut appended);
+                listed.extend(text(&mut b, f));
+            }
+            a.binary_into(Bytes::from_static(b"\x00bin"), &mut appended);
+            listed.extend(b.binary(Bytes::from_static(b"\x00bin")));
+            assert_eq!(appended, listed, "{format:?}");
+        }
     }
 
     #[test]
