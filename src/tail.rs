@@ -309,7 +309,7 @@ fn fatal(e: &rdkafka::error::KafkaError) -> Option<ProtocolError> {
 
 /// Parses `/v1/tail` parameters: `topic` and optional `encoding`.
 pub fn parse(q: &HashMap<String, String>) -> Result<(String, Encoding), ProtocolError> {
-    const KNOWN: &[&str] = &["topic", "encoding", "token"];
+    const KNOWN: &[&str] = &["topic", "encoding"];
     if let Some(k) = q.keys().find(|k| !KNOWN.contains(&k.as_str())) {
         return Err(ProtocolError::bad_request(format!(
             "unknown parameter {k:?}; known: {}",

@@ -162,7 +162,6 @@ pub fn parse_v1(q: &HashMap<String, String>) -> Result<ConsumeRequest, ProtocolE
         "commit",
         "encoding",
         "window",
-        "token",
     ];
     if let Some(k) = q.keys().find(|k| !KNOWN.contains(&k.as_str())) {
         return Err(ProtocolError::bad_request(format!(
