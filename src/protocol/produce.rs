@@ -42,7 +42,7 @@ pub struct ProduceRequest {
 
 /// Parses `GET /v1/produce` parameters: `topic` plus the shared ones.
 pub fn parse_ws(q: &HashMap<String, String>) -> Result<ProduceRequest, ProtocolError> {
-    const KNOWN: &[&str] = &["topic", "key", "partition", "encoding", "format", "token"];
+    const KNOWN: &[&str] = &["topic", "key", "partition", "encoding", "format"];
     reject_unknown(q, KNOWN)?;
     let topic = match q.get("topic").map(|t| t.trim()) {
         Some(t) if !t.is_empty() => t,
@@ -60,7 +60,7 @@ pub fn parse_http(
     topic: &str,
     q: &HashMap<String, String>,
 ) -> Result<ProduceRequest, ProtocolError> {
-    const KNOWN: &[&str] = &["key", "partition", "encoding", "format", "token"];
+    const KNOWN: &[&str] = &["key", "partition", "encoding", "format"];
     reject_unknown(q, KNOWN)?;
     parse_common(topic, q)
 }
