@@ -138,6 +138,12 @@ impl Metrics {
         }
     }
 
+    /// Counts the records of one HTTP produce request (HTTP requests are not sessions).
+    pub fn count_http_produce(&self, produced: u64, errors: u64) {
+        self.closed.produced.fetch_add(produced, Relaxed);
+        self.closed.produce_errors.fetch_add(errors, Relaxed);
+    }
+
     pub fn active(&self) -> usize {
         self.sessions.lock().map(|s| s.len()).unwrap_or(0)
     }
@@ -250,9 +256,15 @@ impl Metrics {
             paused.to_string(),
         );
         metric(
+            "kafka_proxy_http_produce_requests_total",
+            "counter",
+            "HTTP produce requests received.",
+            self.http_produce_requests.load(Relaxed).to_string(),
+        );
+        metric(
             "kafka_proxy_records_produced_total",
             "counter",
-            "Records produced and acknowledged by Kafka.",
+            "Records produced and acknowledged by Kafka (WebSocket and HTTP).",
             (produced + c.produced.load(Relaxed)).to_string(),
         );
         metric(

@@ -983,6 +983,10 @@ pub async fn http_produce(
         .unwrap_or(false);
     let (decoded, single) = Decoder::new(&req).http_body(body, raw)?;
     let answers = produce_all(&state.kafka, &req.topic, &partitions, decoded).await;
+    let ok = answers.iter().filter(|(_, o)| o.is_ok()).count() as u64;
+    state
+        .metrics
+        .count_http_produce(ok, answers.len() as u64 - ok);
     if single {
         if let Some((id, outcome)) = answers.into_iter().next() {
             return match outcome {

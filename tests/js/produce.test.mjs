@@ -60,6 +60,12 @@ test('HTTP POST produces a record and a batch, answers with offsets', async () =
     r = await fetch(`${base}?key=raw`, { method: 'POST', headers: { 'content-type': 'text/plain' }, body: '{"not":"parsed"}' });
     assert.equal(r.status, 200);
     assert.deepEqual(consoleConsume(topic, 4), ['a|one', 'null|two', 'null|three', 'raw|{"not":"parsed"}']);
+    // HTTP records count in the same Prometheus series as WebSocket ones.
+    const metrics = await (await fetch(`http://127.0.0.1:${proxy.port}/metrics`)).text();
+    assert.match(metrics, /^kafka_proxy_records_produced_total 4$/m);
+    // The unknown-topic request was refused as a whole: no record was attempted.
+    assert.match(metrics, /^kafka_proxy_produce_errors_total 0$/m);
+    assert.match(metrics, /^kafka_proxy_http_produce_requests_total 4$/m);
   } finally {
     await proxy.stop();
   }
