@@ -138,6 +138,11 @@ impl Metrics {
         }
     }
 
+    /// Counts a request refused before the upgrade (auth, parameters).
+    pub fn reject(&self) {
+        self.rejected_total.fetch_add(1, Relaxed);
+    }
+
     /// Counts the records of one HTTP produce request (HTTP requests are not sessions).
     pub fn count_http_produce(&self, produced: u64, errors: u64) {
         self.closed.produced.fetch_add(produced, Relaxed);

@@ -5,17 +5,16 @@
 //! backpressure stops reading the socket when too many answers are outstanding or librdkafka's
 //! queue is full, so nothing is buffered without bound. See docs/PROTOCOL.md ("Produce").
 
-use std::collections::{HashMap, VecDeque};
+use std::collections::VecDeque;
 use std::net::SocketAddr;
 use std::sync::atomic::{AtomicI64, Ordering::Relaxed};
 use std::sync::{Arc, Mutex, PoisonError};
 use std::time::{Duration, Instant};
 
 use axum::body::Bytes;
-use axum::extract::rejection::{BytesRejection, PathRejection, QueryRejection};
-use axum::extract::ws::rejection::WebSocketUpgradeRejection;
-use axum::extract::ws::{CloseFrame, Message, Utf8Bytes, WebSocket, WebSocketUpgrade};
-use axum::extract::{ConnectInfo, Path, Query, State};
+use axum::extract::rejection::{BytesRejection, PathRejection};
+use axum::extract::ws::{CloseFrame, Message, Utf8Bytes, WebSocket};
+use axum::extract::{ConnectInfo, Path, State};
 use axum::http::{header, HeaderMap, StatusCode};
 use axum::response::{IntoResponse, Response};
 use bytes::BytesMut;
@@ -36,7 +35,7 @@ use crate::protocol::produce::{
     self as wire, error_frame, Decoded, Decoder, ProduceRequest, Record,
 };
 use crate::protocol::{ErrorCode, ProtocolError};
-use crate::server::{configure, AppState, HttpError};
+use crate::server::{configure, params, AppState, HttpError, Params, Ws};
 use crate::shutdown::Shutdown;
 use crate::socket;
 
@@ -66,18 +65,6 @@ const QUEUE_FULL_RETRY: Duration = Duration::from_millis(5);
 /// librdkafka's default `message.max.bytes`, used in messages when the user did not set one.
 const DEFAULT_MESSAGE_MAX_BYTES: usize = 1_000_000;
 
-type Ws = Result<WebSocketUpgrade, WebSocketUpgradeRejection>;
-type Params = Result<Query<HashMap<String, String>>, QueryRejection>;
-
-fn params(q: Params) -> Result<HashMap<String, String>, ProtocolError> {
-    q.map(|Query(m)| m)
-        .map_err(|e| ProtocolError::bad_request(format!("bad query string: {e}")))
-}
-
-fn reject(state: &AppState) {
-    state.metrics.rejected_total.fetch_add(1, Relaxed);
-}
-
 /// `GET /v1/produce?topic=T[&key=K][&partition=P][&encoding=E][&format=F]`: a produce socket.
 pub async fn ws_produce(
     State(state): State<AppState>,
@@ -96,7 +83,7 @@ pub async fn ws_produce(
         })?;
         Ok::<_, ProtocolError>((principal, req, ws))
     })();
-    let (_principal, req, ws) = r.inspect_err(|_| reject(&state))?;
+    let (_principal, req, ws) = r.inspect_err(|_| state.metrics.reject())?;
     let permit = state.admit()?;
     let guard = state.metrics.register(SessionMeta {
         kind: "produce",
@@ -172,18 +159,7 @@ async fn session(socket: WebSocket, req: ProduceRequest, ctx: Ctx, stats: Arc<Se
                 last_seen.clone(),
                 ctx.config.max_frame_bytes,
             );
-            let mut s = Session {
-                req: &req,
-                ctx: &ctx,
-                stats: &stats,
-                out: &out_tx,
-                partitions,
-                order: Order::new(),
-                blocked: VecDeque::new(),
-                acks: VecDeque::new(),
-                frames: Frames::default(),
-                writer_gone: false,
-            };
+            let mut s = Session::new(&req, &ctx, &stats, &out_tx, partitions);
             s.run(inbound, stop_tx, last_seen).await
         }
         Err(e) => End::Error(e),
@@ -661,6 +637,29 @@ fn can_read(s: &Session<'_>, ending: &Option<End>, reader_done: bool, draining: 
             || (ending.is_none() && s.blocked.is_empty() && s.outstanding() < MAX_IN_FLIGHT))
 }
 
+impl<'a> Session<'a> {
+    fn new(
+        req: &'a ProduceRequest,
+        ctx: &'a Ctx,
+        stats: &'a SessionStats,
+        out: &'a mpsc::Sender<Out>,
+        partitions: Arc<[i32]>,
+    ) -> Self {
+        Session {
+            req,
+            ctx,
+            stats,
+            out,
+            partitions,
+            order: Order::new(),
+            blocked: VecDeque::new(),
+            acks: VecDeque::new(),
+            frames: Frames::default(),
+            writer_gone: false,
+        }
+    }
+}
+
 impl Session<'_> {
     fn outstanding(&self) -> usize {
         self.order.len() + self.blocked.len() + self.acks.len()
@@ -968,7 +967,7 @@ pub async fn http_produce(
         Ok::<_, ProtocolError>((req, body))
     }
     .await;
-    let (req, body) = r.inspect_err(|_| reject(&state))?;
+    let (req, body) = r.inspect_err(|_| state.metrics.reject())?;
     // A request holds a session slot and the drain token while it runs, like a socket.
     let _permit = state.admit()?;
     let _token = state.token.clone();
@@ -1114,7 +1113,7 @@ mod tests {
         let kafka = Arc::new(Kafka::new(config.clone()).unwrap());
         // Dropping the trigger would count as shutdown, so the caller keeps it.
         let (trigger, shutdown) = crate::shutdown::channel();
-        let req = wire::parse_ws(&HashMap::from([("topic".into(), "t".into())])).unwrap();
+        let req = wire::parse_ws(&crate::protocol::query(&[("topic", "t")])).unwrap();
         let decoder = Decoder::new(&req);
         let (in_tx, in_rx) = mpsc::channel(READER_QUEUE);
         let (out_tx, out_rx) = mpsc::channel(WRITER_QUEUE);
@@ -1126,18 +1125,7 @@ mod tests {
             };
             let partitions = check_target(&ctx.kafka, &req).await.unwrap();
             let stats = SessionStats::default();
-            let mut s = Session {
-                req: &req,
-                ctx: &ctx,
-                stats: &stats,
-                out: &out_tx,
-                partitions,
-                order: Order::new(),
-                blocked: VecDeque::new(),
-                acks: VecDeque::new(),
-                frames: Frames::default(),
-                writer_gone: false,
-            };
+            let mut s = Session::new(&req, &ctx, &stats, &out_tx, partitions);
             let (stop_tx, _stop_rx) = watch::channel(false);
             s.run(in_rx, stop_tx, Arc::new(AtomicI64::new(now_ms())))
                 .await

@@ -128,10 +128,12 @@ pub fn router(state: AppState) -> Router {
         .with_state(state)
 }
 
-type Ws = Result<WebSocketUpgrade, WebSocketUpgradeRejection>;
-type Params = Result<Query<HashMap<String, String>>, QueryRejection>;
+/// A WebSocket upgrade, or why the request is not one (answered with a JSON 400).
+pub type Ws = Result<WebSocketUpgrade, WebSocketUpgradeRejection>;
+/// Query parameters, or why they could not be decoded (answered with a JSON 400).
+pub type Params = Result<Query<HashMap<String, String>>, QueryRejection>;
 
-fn params(q: Params) -> Result<HashMap<String, String>, ProtocolError> {
+pub fn params(q: Params) -> Result<HashMap<String, String>, ProtocolError> {
     q.map(|Query(m)| m)
         .map_err(|e| ProtocolError::bad_request(format!("bad query string: {e}")))
 }
@@ -181,12 +183,7 @@ fn consume_endpoint(
         .authenticate(headers)
         .and_then(|_principal| parse(&params(q)?))
         .and_then(|req| Ok((req, require_upgrade(ws)?)));
-    let (req, ws) = checked.inspect_err(|_| {
-        state
-            .metrics
-            .rejected_total
-            .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
-    })?;
+    let (req, ws) = checked.inspect_err(|_| state.metrics.reject())?;
     upgrade_consume(state, ws, req, peer, kind)
 }
 

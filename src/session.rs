@@ -558,26 +558,14 @@ impl Session<'_> {
     }
 
     fn push<M: rdkafka::Message>(&mut self, m: &M) {
-        let mut header_buf: Vec<(&str, Option<&[u8]>)> = Vec::new();
-        if let (Format::V1(_), Some(h)) = (self.req.format, m.headers()) {
-            header_buf.extend(h.iter().map(|h| (h.key, h.value)));
-        }
-        let view = RecordView {
-            topic: m.topic(),
-            partition: m.partition(),
-            offset: m.offset(),
-            timestamp: m.timestamp().to_millis(),
-            key: m.key(),
-            headers: &header_buf,
-            value: m.payload(),
-        };
         if self.writer.is_empty() {
             self.current.seq = self.next_seq;
             self.next_seq += 1;
             self.batch_started = Some(Instant::now());
         }
-        self.writer.push(self.current.seq, &view);
-        self.current.add(view.topic, view.partition, view.offset);
+        let with_headers = matches!(self.req.format, Format::V1(_));
+        encode_message(&mut self.writer, self.current.seq, m, with_headers);
+        self.current.add(m.topic(), m.partition(), m.offset());
         if self.writer.bytes() >= self.config.max_bytes || self.window_left() == 0 {
             self.batch_full = true;
         }
@@ -824,6 +812,30 @@ impl Session<'_> {
                 .await;
         }
     }
+}
+
+/// Encodes one Kafka message into the frame being built, borrowing its bytes (no copy). Headers
+/// are collected only when the format shows them (the seed format does not).
+pub(crate) fn encode_message<M: rdkafka::Message>(
+    writer: &mut BatchWriter,
+    seq: u64,
+    m: &M,
+    with_headers: bool,
+) {
+    let mut header_buf: Vec<(&str, Option<&[u8]>)> = Vec::new();
+    if let (true, Some(h)) = (with_headers, m.headers()) {
+        header_buf.extend(h.iter().map(|h| (h.key, h.value)));
+    }
+    let view = RecordView {
+        topic: m.topic(),
+        partition: m.partition(),
+        offset: m.offset(),
+        timestamp: m.timestamp().to_millis(),
+        key: m.key(),
+        headers: &header_buf,
+        value: m.payload(),
+    };
+    writer.push(seq, &view);
 }
 
 /// Memory a stashed record holds: bytes plus a fixed allowance for the message and its strings,

@@ -19,7 +19,6 @@ use axum::response::{IntoResponse, Response};
 use futures::FutureExt;
 use futures::StreamExt;
 use rdkafka::consumer::{Consumer, StreamConsumer};
-use rdkafka::message::Headers;
 use rdkafka::{Offset, TopicPartitionList};
 use serde::Serialize;
 use tokio::sync::{broadcast, mpsc, oneshot};
@@ -27,7 +26,7 @@ use tokio::sync::{broadcast, mpsc, oneshot};
 use crate::config::Config;
 use crate::kafka::{Kafka, SessionContext, StartPlan};
 use crate::metrics::{now_ms, SessionMeta, SessionStats};
-use crate::protocol::consume::{partitions_frame, BatchWriter, Encoding, Format, RecordView};
+use crate::protocol::consume::{partitions_frame, BatchWriter, Encoding, Format};
 use crate::protocol::{validate_topic, ErrorCode, ProtocolError};
 use crate::server::{configure, require_upgrade, AppState, HttpError};
 use crate::shutdown::Shutdown;
@@ -232,7 +231,7 @@ async fn pump(
                     if records == 0 {
                         seq += 1;
                     }
-                    push(&mut writer, seq, &m);
+                    crate::session::encode_message(&mut writer, seq, &m, true);
                     records += 1;
                 }
                 Some(Err(e)) => {
@@ -269,23 +268,6 @@ async fn pump(
             next_record += u64::from(records);
         }
     }
-}
-
-fn push<M: rdkafka::Message>(writer: &mut BatchWriter, seq: u64, m: &M) {
-    let mut header_buf: Vec<(&str, Option<&[u8]>)> = Vec::new();
-    if let Some(h) = m.headers() {
-        header_buf.extend(h.iter().map(|h| (h.key, h.value)));
-    }
-    let view = RecordView {
-        topic: m.topic(),
-        partition: m.partition(),
-        offset: m.offset(),
-        timestamp: m.timestamp().to_millis(),
-        key: m.key(),
-        headers: &header_buf,
-        value: m.payload(),
-    };
-    writer.push(seq, &view);
 }
 
 /// Consumer errors that stop the reader; librdkafka retries the rest.
@@ -359,7 +341,7 @@ pub async fn v1_tail(
     }
     .await;
     let (topic, ws, permit, reader) = r.inspect_err(|_| {
-        state.metrics.rejected_total.fetch_add(1, Relaxed);
+        state.metrics.reject();
     })?;
     let guard = state.metrics.register(SessionMeta {
         kind: "tail",
@@ -520,13 +502,7 @@ async fn follow(
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    fn q(pairs: &[(&str, &str)]) -> HashMap<String, String> {
-        pairs
-            .iter()
-            .map(|(k, v)| (k.to_string(), v.to_string()))
-            .collect()
-    }
+    use crate::protocol::query as q;
 
     #[test]
     fn parses_topic_and_encoding() {

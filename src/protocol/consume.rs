@@ -592,14 +592,8 @@ pub fn partitions_frame(kind: &str, partitions: &[(String, i32)]) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::protocol::query as q;
     use crate::protocol::ErrorCode;
-
-    fn q(pairs: &[(&str, &str)]) -> HashMap<String, String> {
-        pairs
-            .iter()
-            .map(|(k, v)| (k.to_string(), v.to_string()))
-            .collect()
-    }
 
     fn rec<'a>(offset: i64, value: Option<&'a [u8]>) -> RecordView<'a> {
         RecordView {

@@ -210,6 +210,15 @@ pub fn validate_topic(topic: &str) -> Result<(), ProtocolError> {
     }
 }
 
+/// Builds a query map for unit tests.
+#[cfg(test)]
+pub(crate) fn query(pairs: &[(&str, &str)]) -> std::collections::HashMap<String, String> {
+    pairs
+        .iter()
+        .map(|(k, v)| (k.to_string(), v.to_string()))
+        .collect()
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -568,13 +568,7 @@ pub fn unknown_partition(topic: &str, partition: i32, count: usize) -> ProtocolE
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    fn q(pairs: &[(&str, &str)]) -> HashMap<String, String> {
-        pairs
-            .iter()
-            .map(|(k, v)| (k.to_string(), v.to_string()))
-            .collect()
-    }
+    use crate::protocol::query as q;
 
     fn dec(pairs: &[(&str, &str)]) -> Decoder {
         let mut all = vec![("topic", "t")];
