@@ -450,6 +450,8 @@ pub struct SessionContext {
     first_offsets: Mutex<HashMap<(String, i32), Offset>>,
     events: mpsc::UnboundedSender<RebalanceEvent>,
     commit: CommitMode,
+    /// Where assigned partitions' records go: the session's batch fetch queue.
+    router: std::sync::OnceLock<rdkafka_batch::Router>,
 }
 
 impl SessionContext {
@@ -462,6 +464,23 @@ impl SessionContext {
             first_offsets: Mutex::new(plan.first_offsets.clone()),
             events,
             commit,
+            router: std::sync::OnceLock::new(),
+        }
+    }
+
+    /// Sets the fetch queue that assigned partitions are routed to (once, before joining).
+    pub fn set_router(&self, router: rdkafka_batch::Router) {
+        let _ = self.router.set(router);
+    }
+
+    /// Routes partitions to the session's fetch queue; call before assigning them.
+    pub fn route(&self, partitions: &[(String, i32)]) {
+        if let Some(r) = self.router.get() {
+            for (t, p) in partitions {
+                if !r.route(t, *p) {
+                    tracing::debug!(topic = %t, partition = p, "partition not routed");
+                }
+            }
         }
     }
 
@@ -524,6 +543,9 @@ impl ConsumerContext for SessionContext {
                 if let Ok(mut plan) = self.first_offsets.lock() {
                     plan.clear();
                 }
+                // Before assigning: from the first fetch on, records take the session's batch
+                // queue, never the consumer's own.
+                self.route(&pairs);
                 let r = match base_consumer.rebalance_protocol() {
                     rdkafka::consumer::RebalanceProtocol::Cooperative => {
                         base_consumer.incremental_assign(tpl)

@@ -9,6 +9,8 @@
 //! - [`tail`]: live tail without a group: one shared Kafka read per topic, fanned out to sockets.
 //! - [`produce`]: produce sockets and the HTTP produce endpoint.
 //! - [`kafka`]: librdkafka clients, metadata look-ups, the session consumer's rebalance hooks.
+//!   Sessions read their records in batches through `rdkafka-batch` (`crates/rdkafka-batch`),
+//!   the project's only `unsafe` code, kept out of this crate.
 //! - [`metrics`]: counters, the session registry, `/metrics` and the seed's stats log.
 //! - [`shutdown`]: the stop signal and the wait for sessions to drain.
 //! - [`socket`]: WebSocket plumbing shared by sessions: bounded sends, read-error mapping.

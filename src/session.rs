@@ -15,6 +15,7 @@ use futures::stream::{SplitSink, SplitStream};
 use futures::{FutureExt, SinkExt, StreamExt};
 use rdkafka::consumer::{Consumer, StreamConsumer};
 use rdkafka::message::{BorrowedMessage, Headers, Message as _, OwnedMessage};
+use rdkafka_batch::FetchQueue;
 use tokio::sync::mpsc;
 
 use crate::config::Config;
@@ -222,8 +223,7 @@ pub async fn consume(socket: WebSocket, req: ConsumeRequest, deps: Deps, stats: 
     let (inbound, reader) = spawn_reader(stream, req.format, shared.clone());
 
     match start(&req, &deps).await {
-        Ok((consumer, events_rx)) => {
-            let consumer = Arc::new(consumer);
+        Ok((consumer, mut fetch, events_rx)) => {
             let mut s = Session {
                 req: &req,
                 config: &deps.config,
@@ -247,9 +247,16 @@ pub async fn consume(socket: WebSocket, req: ConsumeRequest, deps: Deps, stats: 
                 revoked: Vec::new(),
                 acked: Default::default(),
                 holding: None,
+                record_size_hint: None,
             };
             let end = s
-                .run(inbound, events_rx, &mut written_rx, deps.shutdown.clone())
+                .run(
+                    &mut fetch,
+                    inbound,
+                    events_rx,
+                    &mut written_rx,
+                    deps.shutdown.clone(),
+                )
                 .await;
             finish(&out_tx, &req, end).await;
             // Frames the writer completes after the loop ended (the client may have closed right
@@ -261,6 +268,8 @@ pub async fn consume(socket: WebSocket, req: ConsumeRequest, deps: Deps, stats: 
             };
             let _ = tokio::time::timeout(Duration::from_secs(5), drain).await;
             drop(s);
+            // The queue handle goes before the consumer it belongs to.
+            drop(fetch);
             let commit = req.commit;
             // Final commit and group leave block; keep them off the async workers.
             let _ = tokio::task::spawn_blocking(move || {
@@ -319,12 +328,17 @@ enum End {
     Violation(u16, String),
 }
 
+/// The session's Kafka consumer and the queue its partitions' records are read from in batches.
+type SessionConsumer = StreamConsumer<SessionContext>;
+type Fetch = FetchQueue<SessionConsumer>;
+
 async fn start(
     req: &ConsumeRequest,
     deps: &Deps,
 ) -> Result<
     (
-        StreamConsumer<SessionContext>,
+        Arc<SessionConsumer>,
+        Fetch,
         mpsc::UnboundedReceiver<RebalanceEvent>,
     ),
     ProtocolError,
@@ -339,15 +353,19 @@ async fn start(
         Assignment::Partitions(_) => Some(ctx.explicit_assignment(&plan.partitions)),
         Assignment::Group => None,
     };
-    let consumer = deps
-        .kafka
-        .session_consumer(req.group.as_deref(), req.commit, ctx)?;
+    let consumer = Arc::new(
+        deps.kafka
+            .session_consumer(req.group.as_deref(), req.commit, ctx)?,
+    );
+    let fetch = FetchQueue::new(consumer.clone());
+    consumer.context().set_router(fetch.router());
     if let Err(e) = join(&consumer, req, explicit, &plan.partitions, &events_tx) {
+        drop(fetch);
         // Closing a consumer blocks; keep it off the async workers.
         let _ = tokio::task::spawn_blocking(move || drop(consumer)).await;
         return Err(e);
     }
-    Ok((consumer, events_rx))
+    Ok((consumer, fetch, events_rx))
 }
 
 /// Subscribes to the group or assigns the explicit partitions.
@@ -361,6 +379,7 @@ fn join(
     match explicit {
         Some(tpl) => {
             let tpl = tpl.map_err(|e| ProtocolError::new(ErrorCode::KafkaError, e.to_string()))?;
+            consumer.context().route(partitions);
             consumer
                 .assign(&tpl)
                 .map_err(|e| ProtocolError::new(ErrorCode::KafkaError, e.to_string()))?;
@@ -412,10 +431,20 @@ struct Session<'a> {
     /// bounded); partitions are paused only when the hold lasts `PAUSE_AFTER`, because every
     /// pause purges librdkafka's prefetch and every resume re-fetches.
     holding: Option<Instant>,
+    /// Key plus value bytes of recent records (a decaying maximum), to size fetch batches.
+    record_size_hint: Option<usize>,
 }
 
 /// Most records taken from librdkafka's queue per wake-up of the session loop.
 const DRAIN_MAX: usize = 1024;
+
+/// Most records taken from the fetch queue in one call (one lock round per record, one clock
+/// read and one wake-up re-arm per call).
+const FETCH_BATCH: usize = 512;
+
+/// Frame bytes a record takes beyond its key and value (field names, offsets, quoting), as
+/// counted against `maxBytes` when deciding whether it fits.
+const RECORD_OVERHEAD: usize = 64;
 
 /// How long a session may hold (not poll) before its partitions are paused, which keeps it a
 /// live group member (`max.poll.interval.ms`) while a slow client reads nothing.
@@ -424,6 +453,7 @@ const PAUSE_AFTER: Duration = Duration::from_secs(5);
 impl Session<'_> {
     async fn run(
         &mut self,
+        fetch: &mut Fetch,
         mut inbound: mpsc::Receiver<Inbound>,
         mut events: mpsc::UnboundedReceiver<RebalanceEvent>,
         written: &mut mpsc::UnboundedReceiver<(u64, usize)>,
@@ -486,6 +516,16 @@ impl Session<'_> {
                     }
                     Err(_) => return End::ClientGone,
                 },
+                // Not while the frame is full: its records would only be copied into the stash.
+                // `drain_fetch` re-armed the wake-up when it stopped early.
+                _ = fetch.ready(), if (self.holding.is_none() || self.paused)
+                    && !self.batch_full && self.stash.is_empty() => {
+                    if let Some(e) = self.drain_fetch(fetch) {
+                        return End::Error(e);
+                    }
+                },
+                // Group events, and records that reached the consumer's own queue (a partition
+                // not routed to `fetch`, e.g. one added to the topic later).
                 m = stream.next(), if self.holding.is_none() || self.paused => match m {
                     Some(Ok(m)) => {
                         self.on_message(&m);
@@ -526,6 +566,51 @@ impl Session<'_> {
         }
     }
 
+    /// Takes the records librdkafka already holds, a batch per call, until the frame being
+    /// built is full or `DRAIN_MAX` were taken. librdkafka wakes the queue only on new arrivals,
+    /// so stopping early re-arms the wake-up itself.
+    fn drain_fetch(&mut self, fetch: &mut Fetch) -> Option<ProtocolError> {
+        let mut taken = 0;
+        let mut error = None;
+        loop {
+            if self.batch_full || !self.stash.is_empty() || taken >= DRAIN_MAX || error.is_some() {
+                fetch.kick();
+                return error;
+            }
+            let want = self.batch_room().min(DRAIN_MAX - taken);
+            if want == 0 {
+                fetch.kick();
+                return None;
+            }
+            let n = fetch.poll_batch(want, |r| match r.error() {
+                None => self.on_message(&r),
+                Some(e) => {
+                    if error.is_none() {
+                        error = classify_consumer_error(&e);
+                    }
+                }
+            });
+            taken += n;
+            if n < want {
+                return error;
+            }
+        }
+    }
+
+    /// About how many records the frame being built can still take, so a batch rarely takes
+    /// more than fits: the rest would be copied into the stash, which counts against the
+    /// session's memory bound. Until a record was seen, one at a time.
+    fn batch_room(&self) -> usize {
+        let Some(size) = self.record_size_hint else {
+            return 1.min(self.window_left());
+        };
+        let per_record = size + RECORD_OVERHEAD;
+        let bytes_left = self.config.max_bytes.saturating_sub(self.writer.bytes());
+        (bytes_left / per_record)
+            .clamp(1, FETCH_BATCH)
+            .min(self.window_left())
+    }
+
     fn window_left(&self) -> usize {
         if self.req.commit != CommitMode::Ack {
             return usize::MAX;
@@ -541,17 +626,22 @@ impl Session<'_> {
             return false;
         }
         // A frame always takes at least one record, so an oversize record never stalls.
-        self.writer.is_empty() || self.writer.bytes() + size + 64 <= self.config.max_bytes
+        self.writer.is_empty()
+            || self.writer.bytes() + size + RECORD_OVERHEAD <= self.config.max_bytes
     }
 
-    fn on_message(&mut self, m: &BorrowedMessage<'_>) {
+    fn on_message<M: Fetched>(&mut self, m: &M) {
         self.stats.received.fetch_add(1, Relaxed);
-        let size = m.payload_len() + m.key().map_or(0, <[u8]>::len);
+        let size = m.payload().map_or(0, <[u8]>::len) + m.key().map_or(0, <[u8]>::len);
+        // The larger of this record and a decaying maximum of the earlier ones: batches shrink
+        // at once when records grow, and recover within a few dozen records after a big one.
+        let hint = self.record_size_hint.unwrap_or(0);
+        self.record_size_hint = Some(size.max(hint - hint / 16));
         if self.stash.is_empty() && self.fits(size) {
             self.push(m);
         } else {
             self.batch_full = !self.writer.is_empty();
-            let owned = m.detach();
+            let owned = m.to_owned_message();
             self.stash_bytes += held_size(&owned);
             self.stash.push_back(owned);
         }
@@ -594,7 +684,10 @@ impl Session<'_> {
         // The stash counts in `held`, so it is bounded too; it being non-empty alone is normal
         // (a frame filled while the previous one was still being written) and must not pause,
         // since every resume costs a re-fetch.
-        let over = held >= limit || self.window_left() == 0;
+        // A full frame the writer has no room for holds the session too: records are not taken
+        // (they would only be stashed), librdkafka's bounded queue fills and stops fetching.
+        let stuck = self.batch_full && self.out.capacity() == 0;
+        let over = held >= limit || self.window_left() == 0 || stuck;
         if over {
             let since = *self.holding.get_or_insert_with(Instant::now);
             if !self.paused && since.elapsed() >= PAUSE_AFTER {
@@ -771,6 +864,9 @@ impl Session<'_> {
     async fn on_rebalance(&mut self, ev: RebalanceEvent) {
         let frame = match &ev {
             RebalanceEvent::Assigned(ps) => {
+                // Again after the assignment took effect: a partition whose fetch stopped (a
+                // revoke) lost its route, and one fetching nowhere would stall silently.
+                self.consumer.context().route(ps);
                 self.revoked
                     .retain(|r| !ps.iter().any(|(t, p)| r.0 == *t && r.1 == *p));
                 if self.paused {
@@ -811,6 +907,24 @@ impl Session<'_> {
                 })
                 .await;
         }
+    }
+}
+
+/// A record as taken from Kafka, by either path: the batch fetch queue or the consumer's own.
+trait Fetched: rdkafka::Message {
+    /// A copy that outlives the poll it came from (for the stash).
+    fn to_owned_message(&self) -> OwnedMessage;
+}
+
+impl Fetched for BorrowedMessage<'_> {
+    fn to_owned_message(&self) -> OwnedMessage {
+        self.detach()
+    }
+}
+
+impl Fetched for rdkafka_batch::Record<'_> {
+    fn to_owned_message(&self) -> OwnedMessage {
+        self.detach()
     }
 }
 
