@@ -1138,7 +1138,10 @@ async fn slow_client(
         }
         slow
     });
-    let s2 = stop.clone();
+    // The fast reader stops a second after the producer, so records still in flight when the
+    // producer stops are counted.
+    let fast_stop = Arc::new(AtomicBool::new(false));
+    let s2 = fast_stop.clone();
     let fast_task = tokio::spawn(async move {
         let (mut got, mut skipped) = (0u64, 0u64);
         while !s2.load(Relaxed) {
@@ -1167,6 +1170,8 @@ async fn slow_client(
     }
     stop.store(true, Relaxed);
     let produced = producer.await??;
+    tokio::time::sleep(Duration::from_secs(1)).await;
+    fast_stop.store(true, Relaxed);
     let (fast_got, fast_skipped) = fast_task.await?;
     drop(slow_task.await?);
     drop(slow_tail);
