@@ -16,10 +16,10 @@ use axum::extract::ws::{CloseFrame, Message, Utf8Bytes, WebSocket, WebSocketUpgr
 use axum::extract::{ConnectInfo, Query, State};
 use axum::http::HeaderMap;
 use axum::response::{IntoResponse, Response};
-use futures::FutureExt;
 use futures::StreamExt;
 use rdkafka::consumer::{Consumer, StreamConsumer};
 use rdkafka::{Offset, TopicPartitionList};
+use rdkafka_batch::FetchQueue;
 use serde::Serialize;
 use tokio::sync::{broadcast, mpsc, oneshot};
 
@@ -150,12 +150,20 @@ impl Hub {
             first_offsets: HashMap::new(),
         };
         let ctx = SessionContext::new(&plan, crate::protocol::consume::CommitMode::None, events_tx);
-        let consumer =
-            self.kafka
-                .session_consumer(None, crate::protocol::consume::CommitMode::None, ctx)?;
-        consumer
-            .assign(&tpl)
-            .map_err(|e| ProtocolError::new(ErrorCode::KafkaError, e.to_string()))?;
+        let consumer = Arc::new(self.kafka.session_consumer(
+            None,
+            crate::protocol::consume::CommitMode::None,
+            ctx,
+        )?);
+        // Records are read in batches from a queue of the reader's own (see src/session.rs).
+        let fetch = FetchQueue::new(consumer.clone());
+        consumer.context().set_router(fetch.router());
+        consumer.context().route(&pairs);
+        if let Err(e) = consumer.assign(&tpl) {
+            drop(fetch);
+            tokio::task::spawn_blocking(move || drop(consumer));
+            return Err(ProtocolError::new(ErrorCode::KafkaError, e.to_string()));
+        }
 
         let Ok(mut m) = self.readers.lock() else {
             return Err(ProtocolError::new(
@@ -166,6 +174,7 @@ impl Hub {
         // Another socket may have started the same reader meanwhile: use that one.
         if let Some(h) = m.get(&key).and_then(Weak::upgrade) {
             drop(m);
+            drop(fetch);
             tokio::task::spawn_blocking(move || drop(consumer));
             return Ok(h);
         }
@@ -181,7 +190,7 @@ impl Hub {
         m.insert(key, Arc::downgrade(&handle));
         drop(m);
         tracing::debug!(%topic, "tail reader starts");
-        tokio::spawn(read(consumer, tx, stop_rx, enc));
+        tokio::spawn(read(consumer, fetch, tx, stop_rx, enc));
         Ok(handle)
     }
 }
@@ -194,78 +203,135 @@ fn encoding_name(e: Encoding) -> &'static str {
     }
 }
 
+type TailConsumer = StreamConsumer<SessionContext>;
+
 /// The shared reader: runs until stopped or failed, then drops the consumer off the workers.
 async fn read(
-    consumer: StreamConsumer<SessionContext>,
+    consumer: Arc<TailConsumer>,
+    mut fetch: FetchQueue<TailConsumer>,
     tx: broadcast::Sender<Event>,
     stop: oneshot::Receiver<()>,
     enc: Encoding,
 ) {
-    pump(&consumer, &tx, stop, enc).await;
+    pump(&consumer, &mut fetch, &tx, stop, enc).await;
+    // The queue handle goes before the consumer it belongs to.
+    drop(fetch);
     let _ = tokio::task::spawn_blocking(move || drop(consumer)).await;
 }
 
-/// Kafka -> one encoded frame per ready batch -> broadcast ring.
+/// Most records taken from the fetch queue in one call.
+const FETCH_BATCH: usize = 256;
+
+/// Most records published per wake-up of the reader, so a stop is never starved.
+const DRAIN_MAX: usize = 4096;
+
+/// The frame being built and the reader's position in its stream of records.
+struct Frames<'a> {
+    writer: BatchWriter,
+    tx: &'a broadcast::Sender<Event>,
+    /// Frame sequence number (`batch` in the frame).
+    seq: u64,
+    /// Records in the frame being built.
+    records: u32,
+    /// Index of the frame's first record in the reader's stream.
+    next_record: u64,
+    /// Set when Kafka reported an error that stops the reader.
+    failed: Option<ProtocolError>,
+}
+
+impl Frames<'_> {
+    fn push<M: rdkafka::Message>(&mut self, m: &M) {
+        if self.records == 0 {
+            self.seq += 1;
+        }
+        crate::session::encode_message(&mut self.writer, self.seq, m, true);
+        self.records += 1;
+        if self.writer.bytes() >= FRAME_BYTES {
+            self.publish();
+        }
+    }
+
+    fn error(&mut self, e: &rdkafka::error::KafkaError) {
+        if self.failed.is_none() {
+            self.failed = fatal(e);
+        }
+    }
+
+    /// Publishes the frame being built, if it holds records.
+    fn publish(&mut self) {
+        if self.records == 0 {
+            return;
+        }
+        let text = Utf8Bytes::from(self.writer.finish());
+        // No receivers is fine: the last socket just left and `stop` fires next.
+        let _ = self.tx.send(Event::Records {
+            text,
+            first: self.next_record,
+            records: self.records,
+        });
+        self.next_record += u64::from(self.records);
+        self.records = 0;
+    }
+}
+
+/// Kafka -> one encoded frame per ready batch (at most `FRAME_BYTES`) -> broadcast ring.
 async fn pump(
-    consumer: &StreamConsumer<SessionContext>,
+    consumer: &TailConsumer,
+    fetch: &mut FetchQueue<TailConsumer>,
     tx: &broadcast::Sender<Event>,
     mut stop: oneshot::Receiver<()>,
     enc: Encoding,
 ) {
-    let mut writer = BatchWriter::new(Format::V1(enc));
-    let mut next_record: u64 = 0;
-    let mut seq: u64 = 0;
+    let mut f = Frames {
+        writer: BatchWriter::new(Format::V1(enc)),
+        tx,
+        seq: 0,
+        records: 0,
+        next_record: 0,
+        failed: None,
+    };
+    // Records of a partition that reached the consumer's own queue instead (none expected: all
+    // are routed before the assignment) and Kafka's errors come through the stream.
     let mut stream = consumer.stream();
     loop {
-        let first = tokio::select! {
+        tokio::select! {
             biased;
             _ = &mut stop => break,
-            m = stream.next() => m,
-        };
-        let mut records: u32 = 0;
-        let mut next = first;
-        // Take the first record, then everything already waiting, up to one frame.
-        loop {
-            match next {
-                Some(Ok(m)) => {
-                    if records == 0 {
-                        seq += 1;
+            _ = fetch.ready() => {
+                // Everything already waiting, in frames of at most `FRAME_BYTES`.
+                let mut taken = 0;
+                loop {
+                    let n = fetch.poll_batch(FETCH_BATCH, |r| match r.error() {
+                        None => f.push(&r),
+                        Some(e) => f.error(&e),
+                    });
+                    taken += n;
+                    if n < FETCH_BATCH || f.failed.is_some() {
+                        break;
                     }
-                    crate::session::encode_message(&mut writer, seq, &m, true);
-                    records += 1;
-                }
-                Some(Err(e)) => {
-                    if let Some(err) = fatal(&e) {
-                        tracing::info!(error = %err, "tail reader stops");
-                        let _ = tx.send(Event::Failed(Arc::new(err)));
-                        return;
+                    if taken >= DRAIN_MAX {
+                        // librdkafka wakes the queue only on new arrivals: come back at once.
+                        fetch.kick();
+                        break;
                     }
                 }
+            }
+            m = stream.next() => match m {
+                Some(Ok(m)) => f.push(&m),
+                Some(Err(e)) => f.error(&e),
                 None => {
-                    let _ = tx.send(Event::Failed(Arc::new(ProtocolError::new(
+                    f.failed = Some(ProtocolError::new(
                         ErrorCode::Internal,
                         "tail consumer stream ended",
-                    ))));
-                    return;
+                    ));
                 }
-            }
-            if writer.bytes() >= FRAME_BYTES {
-                break;
-            }
-            match stream.next().now_or_never() {
-                Some(m) => next = m,
-                None => break,
-            }
+            },
         }
-        if records > 0 {
-            let text = Utf8Bytes::from(writer.finish());
-            // No receivers is fine: the last socket just left and `stop` fires next.
-            let _ = tx.send(Event::Records {
-                text,
-                first: next_record,
-                records,
-            });
-            next_record += u64::from(records);
+        f.publish();
+        if let Some(err) = f.failed.take() {
+            tracing::info!(error = %err, "tail reader stops");
+            let _ = tx.send(Event::Failed(Arc::new(err)));
+            return;
         }
     }
 }
