@@ -71,7 +71,7 @@ impl Opts {
             tail_sockets: if smoke { 200 } else { 10_000 },
             group_sessions: if smoke { 10 } else { 1000 },
             slow_secs: if smoke { 4 } else { 60 },
-            slow_rate: 50_000,
+            slow_rate: if smoke { 50_000 } else { 300_000 },
         };
         let mut it = args.iter();
         while let Some(a) = it.next() {
