@@ -39,7 +39,7 @@ use crate::config::Config;
 use crate::kafka::{Kafka, LogContext};
 use crate::metrics::{SessionMeta, SessionStats};
 use crate::protocol::produce::{
-    self as wire, error_frame, Decoded, Decoder, ProduceRequest, Record,
+    self as wire, error_frame, AcksBatch, Answers, Decoded, Decoder, ProduceRequest, Record,
 };
 use crate::protocol::{ErrorCode, ProtocolError};
 use crate::server::{configure, params, AppState, HttpError, Params, Ws};
@@ -437,6 +437,9 @@ struct Order {
 }
 
 struct Slot {
+    /// The record's sequence number in its socket or request.
+    seq: u64,
+    /// The client's id for the record, if it gave one.
     id: Option<Value>,
     outcome: Option<Outcome>,
 }
@@ -461,8 +464,9 @@ impl Order {
     }
 
     /// A record whose answer is known before sending.
-    fn done(&mut self, id: Option<Value>, outcome: Outcome) {
+    fn done(&mut self, seq: u64, id: Option<Value>, outcome: Outcome) {
         self.slots.push_back(Slot {
+            seq,
             id,
             outcome: Some(outcome),
         });
@@ -474,8 +478,12 @@ impl Order {
         pack(self.inbox.id, self.head + self.slots.len() as u64)
     }
 
-    fn sent(&mut self, id: Option<Value>) {
-        self.slots.push_back(Slot { id, outcome: None });
+    fn sent(&mut self, seq: u64, id: Option<Value>) {
+        self.slots.push_back(Slot {
+            seq,
+            id,
+            outcome: None,
+        });
         self.waiting += 1;
     }
 
@@ -498,12 +506,12 @@ impl Order {
         got
     }
 
-    /// The first record's answer, once known.
-    fn pop(&mut self) -> Option<(Option<Value>, Outcome)> {
+    /// The first record's answer, once known: `(sequence number, client id, outcome)`.
+    fn pop(&mut self) -> Option<(u64, Option<Value>, Outcome)> {
         self.slots.front()?.outcome.as_ref()?;
         let slot = self.slots.pop_front()?;
         self.head += 1;
-        Some((slot.id, slot.outcome?))
+        Some((slot.seq, slot.id, slot.outcome?))
     }
 }
 
@@ -629,6 +637,22 @@ impl Frames {
             self.buf.reserve(Self::CHUNK.max(self.text.len()));
         }
         self.buf.extend_from_slice(self.text.as_bytes());
+        self.split()
+    }
+
+    /// The `acks` frame of `batch`, which it empties.
+    fn batch(&mut self, batch: &mut AcksBatch) -> Utf8Bytes {
+        self.text.clear();
+        batch.take_frame(&mut self.text);
+        if self.buf.capacity() < self.text.len() {
+            self.buf.reserve(Self::CHUNK.max(self.text.len()));
+        }
+        self.buf.extend_from_slice(self.text.as_bytes());
+        self.split()
+    }
+
+    /// The frame just appended to the buffer (a copy of `text`).
+    fn split(&mut self) -> Utf8Bytes {
         let frame = self.buf.split().freeze();
         // The bytes were a `String`, so this cannot fail; if it did, the copy is still right.
         Utf8Bytes::try_from(frame).unwrap_or_else(|_| Utf8Bytes::from(self.text.as_str()))
@@ -723,8 +747,12 @@ struct Session<'a, S> {
     order: Order,
     /// Records refused with `QueueFull`, in order; while any wait, the socket is not read.
     blocked: VecDeque<Record>,
-    /// Answers not yet handed to the socket, in order.
-    acks: VecDeque<Utf8Bytes>,
+    /// Answer frames not yet handed to the socket, in order, with how many records each answers.
+    acks: VecDeque<(Utf8Bytes, u32)>,
+    /// Records the frames in `acks` answer.
+    queued: usize,
+    /// Stored records waiting to share an `acks` frame (`answers=batch`).
+    batch: AcksBatch,
     /// Acks are encoded here and split off as frames that share its allocation.
     frames: Frames,
     writer: Writer,
@@ -760,6 +788,8 @@ impl<'a, S: Transport> Session<'a, S> {
             order: Order::new(),
             blocked: VecDeque::new(),
             acks: VecDeque::new(),
+            queued: 0,
+            batch: AcksBatch::default(),
             frames: Frames::default(),
             writer: Writer::Open,
             ping_due: false,
@@ -770,7 +800,7 @@ impl<'a, S: Transport> Session<'a, S> {
 
     /// Records taken from the socket and not answered yet.
     fn outstanding(&self) -> usize {
-        self.decoded.len() + self.order.len() + self.blocked.len() + self.acks.len()
+        self.decoded.len() + self.order.len() + self.blocked.len() + self.queued
     }
 
     /// Whether every record taken has its answer written (or can no longer be written).
@@ -823,7 +853,6 @@ impl<'a, S: Transport> Session<'a, S> {
                 }
                 Io::WriterGone(w) => {
                     self.writer = w;
-                    self.acks.clear();
                     End::ClientGone
                 }
                 Io::GaveUp => {
@@ -844,6 +873,7 @@ impl<'a, S: Transport> Session<'a, S> {
                     self.writer = Writer::Gone;
                 }
                 self.acks.clear();
+                self.queued = 0;
             }
             if ending.is_none() {
                 ending = Some(end);
@@ -927,7 +957,8 @@ impl<'a, S: Transport> Session<'a, S> {
             ready!(ws.as_mut().poll_ready(cx))?;
             let msg = if std::mem::take(&mut self.ping_due) {
                 Message::Ping(Bytes::new())
-            } else if let Some(a) = self.acks.pop_front() {
+            } else if let Some((a, n)) = self.acks.pop_front() {
+                self.queued -= n as usize;
                 Message::Text(a)
             } else {
                 break;
@@ -984,28 +1015,54 @@ impl<'a, S: Transport> Session<'a, S> {
     /// Answers every record at the head of the order whose delivery is already known.
     fn answer_ready(&mut self) {
         self.order.collect();
-        while let Some((id, outcome)) = self.order.pop() {
-            self.answer(id, outcome);
+        while let Some((seq, id, outcome)) = self.order.pop() {
+            self.answer(seq, id, outcome);
         }
+        self.send_batch();
     }
 
-    /// Queues the answer for the socket and counts it.
-    fn answer(&mut self, id: Option<Value>, outcome: Outcome) {
-        let id = id.unwrap_or(Value::Null);
-        let frame = match &outcome {
-            Ok((p, o)) => {
-                self.stats.produced.fetch_add(1, Relaxed);
+    /// Queues the answer for the socket and counts it. With `answers=batch`, a stored record
+    /// joins the `acks` frame being built; an error frame goes after the frame built so far.
+    fn answer(&mut self, seq: u64, id: Option<Value>, outcome: Outcome) {
+        match &outcome {
+            Ok(_) => self.stats.produced.fetch_add(1, Relaxed),
+            Err(_) => self.stats.produce_errors.fetch_add(1, Relaxed),
+        };
+        if self.writer != Writer::Open {
+            return;
+        }
+        let frame = match (&outcome, self.req.answers) {
+            (Ok((p, o)), Answers::Batch) => {
+                if self.batch.is_full() || !self.batch.push(seq, id.as_ref(), *p, *o) {
+                    self.send_batch();
+                    self.batch.push(seq, id.as_ref(), *p, *o);
+                }
+                return;
+            }
+            (Ok((p, o)), Answers::Each) => {
+                let id = id.unwrap_or_else(|| Value::from(seq));
                 self.frames.ack(&id, *p, *o)
             }
-            Err(e) => {
-                self.stats.produce_errors.fetch_add(1, Relaxed);
+            (Err(e), _) => {
                 tracing::debug!(code = e.code.name(), reason = %e.message, "record refused");
+                self.send_batch();
+                let id = id.unwrap_or_else(|| Value::from(seq));
                 error_frame(&id, e).into()
             }
         };
-        if self.writer == Writer::Open {
-            self.acks.push_back(frame);
+        self.acks.push_back((frame, 1));
+        self.queued += 1;
+    }
+
+    /// Queues the `acks` frame built so far, if any.
+    fn send_batch(&mut self) {
+        if self.batch.is_empty() {
+            return;
         }
+        let n = self.batch.len();
+        let frame = self.frames.batch(&mut self.batch);
+        self.acks.push_back((frame, n));
+        self.queued += n as usize;
     }
 
     /// Checks a decoded record and offers it to the producer, keeping arrival order.
@@ -1013,8 +1070,7 @@ impl<'a, S: Transport> Session<'a, S> {
         let r = match d {
             Ok(r) => r,
             Err(e) => {
-                let id = e.ack_id();
-                self.order.done(Some(id), Err(e.error));
+                self.order.done(e.seq, e.id, Err(e.error));
                 return;
             }
         };
@@ -1027,7 +1083,7 @@ impl<'a, S: Transport> Session<'a, S> {
                 }
                 if !self.partitions.contains(&p) {
                     let e = wire::unknown_partition(&self.req.topic, p, self.partitions.len());
-                    self.order.done(Some(r.ack_id()), Err(e));
+                    self.order.done(r.seq, r.id, Err(e));
                     return;
                 }
             }
@@ -1043,11 +1099,11 @@ impl<'a, S: Transport> Session<'a, S> {
     fn offer(&mut self, r: Record) -> bool {
         match enqueue(&self.ctx.kafka, &self.req.topic, &r, self.order.ticket()) {
             Enqueue::Sent => {
-                self.order.sent(Some(r.ack_id()));
+                self.order.sent(r.seq, r.id);
                 true
             }
             Enqueue::Failed(e) => {
-                self.order.done(Some(r.ack_id()), Err(e));
+                self.order.done(r.seq, r.id, Err(e));
                 true
             }
             Enqueue::Full => {
@@ -1066,16 +1122,16 @@ impl<'a, S: Transport> Session<'a, S> {
     }
 
     fn refuse(&mut self, d: Decoded) {
-        let id = match d {
-            Ok(r) => r.ack_id(),
-            Err(e) => e.ack_id(),
+        let (seq, id) = match d {
+            Ok(r) => (r.seq, r.id),
+            Err(e) => (e.seq, e.id),
         };
-        self.order.done(Some(id), Err(shutting_down()));
+        self.order.done(seq, id, Err(shutting_down()));
     }
 
     fn refuse_blocked(&mut self) {
         for r in std::mem::take(&mut self.blocked) {
-            self.order.done(Some(r.ack_id()), Err(shutting_down()));
+            self.order.done(r.seq, r.id, Err(shutting_down()));
         }
     }
 }
@@ -1186,24 +1242,25 @@ async fn produce_all(
         let r = match d {
             Ok(r) => r,
             Err(e) => {
-                order.done(e.id, Err(e.error));
+                order.done(e.seq, e.id, Err(e.error));
                 continue;
             }
         };
         if let Some(p) = r.partition.filter(|p| !partitions.contains(p)) {
             let e = wire::unknown_partition(topic, p, partitions.len());
-            order.done(r.id, Err(e));
+            order.done(r.seq, r.id, Err(e));
             continue;
         }
         loop {
             match enqueue(kafka, topic, &r, order.ticket()) {
-                Enqueue::Sent => order.sent(r.id.clone()),
-                Enqueue::Failed(e) => order.done(r.id.clone(), Err(e)),
+                Enqueue::Sent => order.sent(r.seq, r.id.clone()),
+                Enqueue::Failed(e) => order.done(r.seq, r.id.clone(), Err(e)),
                 Enqueue::Full if Instant::now() < give_up => {
                     tokio::time::sleep(QUEUE_FULL_RETRY).await;
                     continue;
                 }
                 Enqueue::Full => order.done(
+                    r.seq,
                     r.id.clone(),
                     Err(ProtocolError::new(
                         ErrorCode::KafkaUnavailable,
@@ -1217,8 +1274,8 @@ async fn produce_all(
     let mut answers = Vec::with_capacity(order.len());
     loop {
         order.collect();
-        while let Some(a) = order.pop() {
-            answers.push(a);
+        while let Some((_, id, outcome)) = order.pop() {
+            answers.push((id, outcome));
         }
         if order.is_empty() {
             return answers;

@@ -38,11 +38,23 @@ pub struct ProduceRequest {
     /// Encoding of keys, values and header values in JSON records that name none.
     pub encoding: Encoding,
     pub format: FrameFormat,
+    /// How a WebSocket answers stored records (HTTP answers a request in one body).
+    pub answers: Answers,
+}
+
+/// How a produce socket answers records that were stored (`answers` parameter). Errors are
+/// always one frame per record.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Answers {
+    /// One `ack` frame per record (the default).
+    Each,
+    /// Consecutive stored records whose answers are ready together share one `acks` frame.
+    Batch,
 }
 
 /// Parses `GET /v1/produce` parameters: `topic` plus the shared ones.
 pub fn parse_ws(q: &HashMap<String, String>) -> Result<ProduceRequest, ProtocolError> {
-    const KNOWN: &[&str] = &["topic", "key", "partition", "encoding", "format"];
+    const KNOWN: &[&str] = &["topic", "key", "partition", "encoding", "format", "answers"];
     reject_unknown(q, KNOWN)?;
     let topic = match q.get("topic").map(|t| t.trim()) {
         Some(t) if !t.is_empty() => t,
@@ -52,7 +64,17 @@ pub fn parse_ws(q: &HashMap<String, String>) -> Result<ProduceRequest, ProtocolE
             ))
         }
     };
-    parse_common(topic, q)
+    let mut req = parse_common(topic, q)?;
+    req.answers = match q.get("answers").map(String::as_str) {
+        None | Some("each") => Answers::Each,
+        Some("batch") => Answers::Batch,
+        Some(other) => {
+            return Err(ProtocolError::bad_request(format!(
+                "answers must be each or batch, got {other:?}"
+            )))
+        }
+    };
+    Ok(req)
 }
 
 /// Parses `POST /v1/topics/{topic}/records` parameters; the topic comes from the path.
@@ -107,6 +129,7 @@ fn parse_common(topic: &str, q: &HashMap<String, String>) -> Result<ProduceReque
         partition,
         encoding,
         format,
+        answers: Answers::Each,
     })
 }
 
@@ -492,6 +515,115 @@ pub fn push_ack_frame(s: &mut String, id: &Value, partition: i32, offset: i64) {
     let _ = write!(s, ",\"partition\":{partition},\"offset\":{offset}}}");
 }
 
+/// Records one `acks` frame answers at most, so a frame stays small for any client.
+pub const MAX_BATCH_RECORDS: u64 = 1000;
+
+/// Bytes of client ids one `acks` frame carries at most (ids are any JSON string or number).
+const MAX_BATCH_ID_BYTES: usize = 64 * 1024;
+
+/// One `acks` frame (`answers=batch`): consecutive records, all stored, answered together.
+///
+/// `{"type":"acks","first":F,"last":L,"runs":[[P,O,N],...]}` answers the records numbered F to
+/// L (sequence numbers, as in `ack` frames without a client id). Each run `[P,O,N]` covers the
+/// next N of them, stored in partition P at offsets O, O+1, ..., O+N-1; the runs' N add up to
+/// L-F+1. When any of the records gave an `id`, `"ids":[...]` lists each record's id (its own,
+/// or its sequence number), in order.
+#[derive(Debug, Default)]
+pub struct AcksBatch {
+    first: u64,
+    count: u64,
+    /// `(partition, first offset, records)`.
+    runs: Vec<(i32, i64, u64)>,
+    /// The `ids` array's elements so far, comma-separated; `None` until a record has an id.
+    ids: Option<String>,
+}
+
+impl AcksBatch {
+    pub fn is_empty(&self) -> bool {
+        self.count == 0
+    }
+
+    /// Records in the batch (at most `MAX_BATCH_RECORDS`).
+    pub fn len(&self) -> u32 {
+        // Bounded by `MAX_BATCH_RECORDS` through `is_full`; saturates rather than wraps.
+        u32::try_from(self.count).unwrap_or(u32::MAX)
+    }
+
+    /// Whether the frame should be sent before another record joins it.
+    pub fn is_full(&self) -> bool {
+        self.count >= MAX_BATCH_RECORDS
+            || self
+                .ids
+                .as_ref()
+                .is_some_and(|s| s.len() >= MAX_BATCH_ID_BYTES)
+    }
+
+    /// Adds the next record; `false` (and nothing added) when it does not follow the last one,
+    /// so the caller sends this frame first.
+    pub fn push(&mut self, seq: u64, id: Option<&Value>, partition: i32, offset: i64) -> bool {
+        if self.count == 0 {
+            self.first = seq;
+        } else if seq != self.first + self.count {
+            return false;
+        }
+        match id {
+            Some(id) => {
+                let ids = self.ids.get_or_insert_with(|| {
+                    // Records before the first id are named by their sequence numbers.
+                    let mut s = String::new();
+                    for k in 0..self.count {
+                        let _ = write!(s, "{},", self.first + k);
+                    }
+                    s
+                });
+                push_json(ids, id);
+                ids.push(',');
+            }
+            None => {
+                if let Some(ids) = &mut self.ids {
+                    let _ = write!(ids, "{seq},");
+                }
+            }
+        }
+        match self.runs.last_mut() {
+            Some((p, o, n)) if *p == partition && o.checked_add(*n as i64) == Some(offset) => {
+                *n += 1
+            }
+            _ => self.runs.push((partition, offset, 1)),
+        }
+        self.count += 1;
+        true
+    }
+
+    /// Appends the frame to `s` and empties the batch; nothing when it is empty.
+    pub fn take_frame(&mut self, s: &mut String) {
+        if self.count == 0 {
+            return;
+        }
+        let _ = write!(
+            s,
+            "{{\"type\":\"acks\",\"first\":{},\"last\":{},\"runs\":[",
+            self.first,
+            self.first + self.count - 1
+        );
+        for (i, (p, o, n)) in self.runs.iter().enumerate() {
+            if i > 0 {
+                s.push(',');
+            }
+            let _ = write!(s, "[{p},{o},{n}]");
+        }
+        s.push(']');
+        if let Some(ids) = self.ids.take() {
+            s.push_str(",\"ids\":[");
+            s.push_str(ids.strip_suffix(',').unwrap_or(&ids));
+            s.push(']');
+        }
+        s.push('}');
+        self.runs.clear();
+        self.count = 0;
+    }
+}
+
 /// `{"type":"error","id":ID,"code":"...","message":"..."}`.
 pub fn error_frame(id: &Value, error: &ProtocolError) -> String {
     error.frame_with_id(Some(id))
@@ -632,6 +764,13 @@ mod tests {
         let e = parse_ws(&q(&[("topic", "t"), ("grup", "g")])).unwrap_err();
         assert!(e.message.contains("grup"), "{e}");
         assert!(parse_http("t", &q(&[("topic", "t")])).is_err());
+        assert_eq!(r.answers, Answers::Each);
+        let batch = parse_ws(&q(&[("topic", "t"), ("answers", "batch")])).unwrap();
+        assert_eq!(batch.answers, Answers::Batch);
+        let e = parse_ws(&q(&[("topic", "t"), ("answers", "all")])).unwrap_err();
+        assert!(e.message.contains("each or batch"), "{e}");
+        // HTTP answers a request in one body; the parameter is the socket's only.
+        assert!(parse_http("t", &q(&[("answers", "batch")])).is_err());
         assert_eq!(
             parse_http("t", &q(&[("format", "raw")])).unwrap().format,
             FrameFormat::Raw
@@ -826,5 +965,54 @@ mod tests {
         );
         assert_eq!(http_batch_status(&[Ok((0, 1))]), 200);
         assert_eq!(http_batch_status(&[Ok((0, 1)), Err(e)]), 207);
+    }
+
+    #[test]
+    fn acks_batches() {
+        let frame = |b: &mut AcksBatch| {
+            let mut s = String::new();
+            b.take_frame(&mut s);
+            s
+        };
+        let mut b = AcksBatch::default();
+        assert!(b.is_empty());
+        assert_eq!(frame(&mut b), "", "an empty batch is no frame");
+        // Consecutive offsets of one partition make one run; a gap or another partition a new one.
+        for (seq, p, o) in [(5, 0, 40), (6, 0, 41), (7, 0, 42), (8, 1, 7), (9, 0, 50)] {
+            assert!(b.push(seq, None, p, o));
+        }
+        assert!(
+            !b.push(11, None, 0, 51),
+            "a record that does not follow is refused"
+        );
+        let f = frame(&mut b);
+        assert_eq!(
+            f,
+            r#"{"type":"acks","first":5,"last":9,"runs":[[0,40,3],[1,7,1],[0,50,1]]}"#
+        );
+        assert!(serde_json::from_str::<Value>(&f).is_ok());
+        assert!(b.is_empty());
+        // Once a record has an id, every record gets one: its own or its sequence number.
+        assert!(b.push(10, None, 0, 51));
+        assert!(b.push(11, Some(&Value::from("a\"b")), 0, 52));
+        assert!(b.push(12, None, 0, 53));
+        assert!(b.push(13, Some(&Value::from(7)), 2, 0));
+        let f = frame(&mut b);
+        assert_eq!(
+            f,
+            r#"{"type":"acks","first":10,"last":13,"runs":[[0,51,3],[2,0,1]],"ids":[10,"a\"b",12,7]}"#
+        );
+        assert_eq!(serde_json::from_str::<Value>(&f).unwrap()["ids"][1], "a\"b");
+        // The next frame starts afresh, without ids.
+        assert!(b.push(14, None, 0, 54));
+        assert_eq!(
+            frame(&mut b),
+            r#"{"type":"acks","first":14,"last":14,"runs":[[0,54,1]]}"#
+        );
+        for seq in 1..=MAX_BATCH_RECORDS {
+            assert!(!b.is_full());
+            assert!(b.push(seq, None, 0, seq as i64));
+        }
+        assert!(b.is_full());
     }
 }
