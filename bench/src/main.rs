@@ -666,15 +666,19 @@ async fn produce(o: &Opts, run: &str, rows: &mut Vec<Row>) -> Result<()> {
 
     // The same records through the proxy: one ack frame per record (the default), then with
     // `answers=batch`, each against a fresh proxy and topic.
-    for batch in [false, true] {
-        let (mode, label) = if batch {
-            ("batch", "produce with batched acks (answers=batch)")
-        } else {
-            ("each", "produce with acks")
+    // Last, a client that sends its records 100 to a frame (a JSON array) with batched answers.
+    for (batch, per_frame) in [(false, 1), (true, 1), (true, ARRAY_RECORDS)] {
+        let (mode, label) = match (batch, per_frame) {
+            (false, _) => ("each", "produce with acks"),
+            (true, 1) => ("batch", "produce with batched acks (answers=batch)"),
+            _ => (
+                "array",
+                "produce 100 records per frame (JSON array), batched acks",
+            ),
         };
         let topic = format!("kpb-produce-{mode}-{run}");
         create_topic(o, &topic, 1).await?;
-        let (via, cpu, client_cpu) = produce_via_proxy(o, &topic, n, batch).await?;
+        let (via, cpu, client_cpu) = produce_via_proxy(o, &topic, n, batch, per_frame).await?;
         note(format!(
             "produce ({label}): proxy {via:.0} acked records/s, proxy CPU {cpu:.2} s, client CPU {client_cpu:.2} s"
         ));
@@ -689,6 +693,9 @@ async fn produce(o: &Opts, run: &str, rows: &mut Vec<Row>) -> Result<()> {
     Ok(())
 }
 
+/// Records per frame of the JSON-array produce row.
+const ARRAY_RECORDS: u64 = 100;
+
 /// An `acks` frame of `answers=batch`, parsed in one pass.
 #[derive(Deserialize)]
 struct AcksFrame {
@@ -698,10 +705,17 @@ struct AcksFrame {
     runs: Vec<(i32, i64, u64)>,
 }
 
-/// Sends `n` records over one `/v1/produce` socket with up to 10,000 unanswered and counts the
-/// answers (checking that `acks` frames follow each other and cover every record); returns
-/// (acked records/s, proxy CPU s, this process's CPU s).
-async fn produce_via_proxy(o: &Opts, topic: &str, n: u64, batch: bool) -> Result<(f64, f64, f64)> {
+/// Sends `n` records over one `/v1/produce` socket with up to 10,000 unanswered, `per_frame`
+/// records to a frame (a plain text frame, or a JSON array of `{"value":...}` records), and
+/// counts the answers (checking that `acks` frames follow each other and cover every record);
+/// returns (acked records/s, proxy CPU s, this process's CPU s).
+async fn produce_via_proxy(
+    o: &Opts,
+    topic: &str,
+    n: u64,
+    batch: bool,
+    per_frame: u64,
+) -> Result<(f64, f64, f64)> {
     let proxy = Proxy::start(o, &[]).await?;
     let answers = if batch { "&answers=batch" } else { "" };
     let ws = ws_connect(
@@ -712,23 +726,34 @@ async fn produce_via_proxy(o: &Opts, topic: &str, n: u64, batch: bool) -> Result
     let (mut sink, mut stream) = ws.split();
     // Records in flight (sent, not acked): the pipelining window.
     let window = Arc::new(Semaphore::new(10_000));
-    let perf = proxy.perf(if batch { "produce-batch" } else { "produce" });
+    let perf = proxy.perf(match (batch, per_frame) {
+        (false, _) => "produce",
+        (true, 1) => "produce-batch",
+        _ => "produce-array",
+    });
     let cpu0 = proxy.cpu_secs();
     let client0 = cpu_secs("/proc/self/stat");
     let start = Instant::now();
     let w2 = window.clone();
     let sender = tokio::spawn(async move {
         let v = String::from_utf8(value(b'w')).unwrap_or_default();
-        for i in 0..n {
-            let permit = match w2.try_acquire() {
+        let frame = if per_frame == 1 {
+            v
+        } else {
+            let one = serde_json::json!({ "value": v }).to_string();
+            format!("[{}]", vec![one; per_frame as usize].join(","))
+        };
+        let permits = u32::try_from(per_frame)?;
+        for i in 0..n / per_frame {
+            let permit = match w2.try_acquire_many(permits) {
                 Ok(p) => p,
                 Err(_) => {
                     sink.flush().await?;
-                    w2.acquire().await?
+                    w2.acquire_many(permits).await?
                 }
             };
             permit.forget();
-            sink.feed(Message::Text(v.clone().into())).await?;
+            sink.feed(Message::Text(frame.clone().into())).await?;
             if i % 256 == 255 {
                 sink.flush().await?;
             }

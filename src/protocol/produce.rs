@@ -2,6 +2,7 @@
 //!
 //! Pure: the socket and Kafka live in `crate::produce`. The contract is docs/PROTOCOL.md ("Produce").
 
+use std::borrow::Cow;
 use std::collections::HashMap;
 use std::fmt::Write;
 
@@ -9,7 +10,9 @@ use base64::engine::general_purpose::{GeneralPurpose, GeneralPurposeConfig};
 use base64::engine::DecodePaddingMode;
 use base64::Engine;
 use bytes::Bytes;
-use serde::Serialize;
+use serde::de::Visitor;
+use serde::{Deserialize, Deserializer, Serialize};
+use serde_json::value::RawValue;
 use serde_json::{Map, Value};
 
 use super::consume::Encoding;
@@ -250,13 +253,95 @@ impl Decoder {
         match self.format {
             FrameFormat::Raw => vec![Ok(self.raw(frame))],
             FrameFormat::Auto if !looks_json => vec![Ok(self.raw(frame))],
-            FrameFormat::Auto | FrameFormat::Json => match serde_json::from_slice::<Value>(&frame) {
+            FrameFormat::Auto | FrameFormat::Json => match self.plain_json(&frame) {
+                Some(records) => records,
+                None => self.json_frame(&frame),
+            },
+        }
+    }
+
+    /// A JSON text frame, parsed into a `Value` tree: the general path, for any frame.
+    fn json_frame(&mut self, frame: &Bytes) -> Vec<Decoded> {
+        match serde_json::from_slice::<Value>(frame) {
                 Ok(v) => self.json(v),
                 Err(e) => vec![Err(self.frame_error(ProtocolError::bad_request(format!(
                     "invalid JSON: {e}; a text frame starting with {{ or [ must be a JSON record or array of records (send plain values with format=raw)"
                 ))))],
-            },
         }
+    }
+
+    /// The fast path for the usual JSON frame: a record or an array of records whose fields are
+    /// all valid and simple (string or null key and value, no headers, no duplicate fields).
+    /// Parses into borrowed fields, with values sliced out of the frame instead of copied.
+    /// `None` for anything else, and the frame then takes the general path, which gives the
+    /// same records (and the errors): so this path must agree with it wherever it answers.
+    fn plain_json(&mut self, frame: &Bytes) -> Option<Vec<Decoded>> {
+        let records: Vec<PlainRecord<'_>> = match frame.trim_ascii_start().first() {
+            Some(b'{') => vec![serde_json::from_slice(frame).ok()?],
+            Some(b'[') => serde_json::from_slice(frame).ok()?,
+            _ => return None,
+        };
+        if records.is_empty() {
+            return None;
+        }
+        let mut out = Vec::with_capacity(records.len());
+        for r in records {
+            out.push(self.plain_record(frame, r)?);
+        }
+        // Numbered only once the whole frame took this path, as the general path numbers them.
+        Some(
+            out.into_iter()
+                .map(|mut r| {
+                    r.seq = self.seq();
+                    Ok(r)
+                })
+                .collect(),
+        )
+    }
+
+    /// One record of `plain_json` (its `seq` is set by the caller); `None` when the general path
+    /// must decide.
+    fn plain_record(&self, frame: &Bytes, r: PlainRecord<'_>) -> Option<Record> {
+        let id = match r.id {
+            None => None,
+            Some(v @ (Value::String(_) | Value::Number(_))) => Some(v),
+            Some(_) => return None,
+        };
+        if r.headers.is_some() {
+            return None;
+        }
+        let encoding = match r.encoding {
+            None => self.encoding,
+            Some(e) => parse_encoding(e).ok()?,
+        };
+        let value = match r.value? {
+            None => None,
+            Some(v) => Some(plain_bytes(frame, v, encoding)?),
+        };
+        let key = match r.key {
+            None => self.key.clone(),
+            Some(None) => None,
+            Some(Some(k)) => Some(plain_bytes(frame, k, encoding)?),
+        };
+        let partition = match r.partition {
+            None => self.partition,
+            Some(None) => None,
+            Some(Some(p)) => Some(i32::try_from(p).ok().filter(|p| *p >= 0)?),
+        };
+        let timestamp = match r.timestamp {
+            None => None,
+            Some(t) if t >= 0 => Some(t),
+            Some(_) => return None,
+        };
+        Some(Record {
+            id,
+            seq: 0,
+            key,
+            value,
+            headers: Vec::new(),
+            partition,
+            timestamp,
+        })
     }
 
     /// An HTTP body. `raw` bodies (text/plain, application/octet-stream or `format=raw`) are one
@@ -431,6 +516,82 @@ impl Decoder {
             partition,
             timestamp,
         })
+    }
+}
+
+/// A record as `Decoder::plain_json` reads it. Duplicate or unknown fields, and values of other
+/// types, fail to parse, and the frame takes the general path.
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct PlainRecord<'a> {
+    #[serde(default)]
+    id: Option<Value>,
+    /// Absent, `null`, or a string.
+    #[serde(default, borrow, deserialize_with = "present")]
+    key: Option<Option<Str<'a>>>,
+    /// As `key`; absent is refused by the general path.
+    #[serde(default, borrow, deserialize_with = "present")]
+    value: Option<Option<Str<'a>>>,
+    #[serde(default, deserialize_with = "present")]
+    partition: Option<Option<i64>>,
+    #[serde(default)]
+    timestamp: Option<i64>,
+    #[serde(default, borrow)]
+    encoding: Option<&'a str>,
+    #[serde(default, borrow)]
+    headers: Option<&'a RawValue>,
+}
+
+/// Tells an absent field (`None`) from a `null` one (`Some(None)`).
+fn present<'de, D, T>(d: D) -> Result<Option<Option<T>>, D::Error>
+where
+    D: Deserializer<'de>,
+    T: Deserialize<'de>,
+{
+    Option::<T>::deserialize(d).map(Some)
+}
+
+/// A JSON string, borrowed from the frame when it has no escapes.
+struct Str<'a>(Cow<'a, str>);
+
+impl<'de> Deserialize<'de> for Str<'de> {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        struct V;
+        impl<'de> Visitor<'de> for V {
+            type Value = Str<'de>;
+            fn expecting(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+                f.write_str("a string")
+            }
+            fn visit_borrowed_str<E: serde::de::Error>(self, s: &'de str) -> Result<Str<'de>, E> {
+                Ok(Str(Cow::Borrowed(s)))
+            }
+            fn visit_str<E: serde::de::Error>(self, s: &str) -> Result<Str<'de>, E> {
+                Ok(Str(Cow::Owned(s.to_owned())))
+            }
+            fn visit_string<E: serde::de::Error>(self, s: String) -> Result<Str<'de>, E> {
+                Ok(Str(Cow::Owned(s)))
+            }
+        }
+        d.deserialize_str(V)
+    }
+}
+
+/// The bytes of a key or value string of `plain_json`, as the general path's `decode` makes
+/// them; `None` for invalid base64 (the general path words the error).
+fn plain_bytes(frame: &Bytes, s: Str<'_>, encoding: Encoding) -> Option<Bytes> {
+    match (s.0, encoding) {
+        (s, Encoding::Base64) => BASE64.decode(s.as_bytes()).ok().map(Bytes::from),
+        (Cow::Borrowed(s), Encoding::Text | Encoding::Json) => Some(slice_of(frame, s)),
+        (Cow::Owned(s), Encoding::Text | Encoding::Json) => Some(Bytes::from(s)),
+    }
+}
+
+/// `s` as a slice of `frame` (no copy) when it lies within it, else a copy.
+fn slice_of(frame: &Bytes, s: &str) -> Bytes {
+    let start = (s.as_ptr() as usize).wrapping_sub(frame.as_ptr() as usize);
+    match start.checked_add(s.len()) {
+        Some(end) if start <= frame.len() && end <= frame.len() => frame.slice(start..end),
+        _ => Bytes::copy_from_slice(s.as_bytes()),
     }
 }
 
@@ -1014,5 +1175,140 @@ mod tests {
             assert!(b.push(seq, None, 0, seq as i64));
         }
         assert!(b.is_full());
+    }
+
+    /// The fast path for plain JSON records must decode exactly as the general path wherever
+    /// it answers: same records, same numbering, same errors (by leaving those frames alone).
+    #[test]
+    fn plain_json_agrees_with_the_general_path() {
+        let fields: &[&[&str]] = &[
+            &[
+                r#""id":7"#,
+                r#""id":"a\"b""#,
+                r#""id":null"#,
+                r#""id":1.5"#,
+                r#""id":[1]"#,
+            ],
+            &[
+                r#""key":"k""#,
+                r#""key":null"#,
+                r#""key":"\u00e9\n""#,
+                r#""key":"AP8=""#,
+                r#""key":3"#,
+            ],
+            &[
+                r#""value":"v""#,
+                r#""value":null"#,
+                r#""value":"caf\u00e9 \"q\"""#,
+                r#""value":"aGk""#,
+                r#""value":{"a":1}"#,
+                r#""value":"%%""#,
+                r#""value":"""#,
+            ],
+            &[
+                r#""partition":1"#,
+                r#""partition":null"#,
+                r#""partition":-1"#,
+                r#""partition":1.0"#,
+                r#""partition":3000000000"#,
+            ],
+            &[
+                r#""timestamp":1700000000000"#,
+                r#""timestamp":null"#,
+                r#""timestamp":-5"#,
+            ],
+            &[
+                r#""encoding":"text""#,
+                r#""encoding":"json""#,
+                r#""encoding":"base64""#,
+                r#""encoding":"hex""#,
+                r#""encoding":null"#,
+            ],
+            &[
+                r#""headers":null"#,
+                r#""headers":{"h":"x"}"#,
+                r#""headers":[]"#,
+            ],
+            &[r#""valeu":"x""#, r#""value":"again""#],
+        ];
+        // A fixed xorshift sequence: the same cases every run.
+        let mut state = 0x2545_f491_4f6c_dd1d_u64;
+        let mut next = |n: usize| {
+            state ^= state << 13;
+            state ^= state >> 7;
+            state ^= state << 17;
+            (state % n as u64) as usize
+        };
+        let mut frames = vec![
+            r#"{"value":"x"}"#.to_string(),
+            r#"[{"value":"a"},{"value":"b","key":"k"}]"#.to_string(),
+            r#" [ {"value":"a"} , {"value":null} ] "#.to_string(),
+            "[]".to_string(),
+            "[1]".to_string(),
+            r#"[{"value":"a"},2]"#.to_string(),
+            r#"{"value":"x"} trailing"#.to_string(),
+            r#"{"key":"k"}"#.to_string(),
+            "{".to_string(),
+        ];
+        for _ in 0..4000 {
+            let mut record = Vec::new();
+            for (i, group) in fields.iter().enumerate() {
+                // Each field is left out now and then, the last (bad) group mostly; two times
+                // in three it takes one of its first (valid) choices.
+                let leave_out = if i == fields.len() - 1 {
+                    next(8) > 0
+                } else {
+                    next(5) == 0
+                };
+                if !leave_out {
+                    let choices = if next(3) > 0 {
+                        group.len().min(3)
+                    } else {
+                        group.len()
+                    };
+                    record.push(group[next(choices)]);
+                }
+            }
+            let record = format!("{{{}}}", record.join(","));
+            frames.push(if next(2) == 0 {
+                record
+            } else {
+                format!("[{record},{{\"value\":\"tail\"}}]")
+            });
+        }
+        let mut fast = 0;
+        for params in [
+            &[][..],
+            &[("encoding", "json")][..],
+            &[("encoding", "base64")][..],
+            &[("key", "dk"), ("partition", "2")][..],
+            &[("format", "json")][..],
+        ] {
+            for f in &frames {
+                let frame = Bytes::from(f.clone());
+                let mut a = dec(params);
+                let mut b = dec(params);
+                // Numbering continues across frames: start both past a first record.
+                a.text(Bytes::from_static(b"first"));
+                b.text(Bytes::from_static(b"first"));
+                let general = b.json_frame(&frame);
+                if let Some(plain) = a.plain_json(&frame) {
+                    fast += 1;
+                    assert_eq!(plain, general, "{f} with {params:?}");
+                    assert_eq!(a.next_seq, b.next_seq, "{f}");
+                }
+                // Whichever path a frame takes, the decoder's answer is the general path's.
+                let mut c = dec(params);
+                c.text(Bytes::from_static(b"first"));
+                assert_eq!(c.text(frame), general, "{f} with {params:?}");
+            }
+        }
+        assert!(fast > 1000, "the fast path took only {fast} frames");
+        // Values are sliced out of the frame, not copied.
+        let frame = Bytes::from_static(br#"{"value":"sliced"}"#);
+        let r = dec(&[]).plain_json(&frame).unwrap().remove(0).unwrap();
+        let v = r.value.unwrap();
+        assert_eq!(v, &b"sliced"[..]);
+        assert!(frame.as_ptr_range().contains(&v.as_ptr()));
     }
 }
