@@ -250,7 +250,9 @@ impl ProducerContext for ProduceContext {
 /// more than the records a socket has in flight); the upper 24 bits name its inbox.
 const SEQ_BITS: u32 = 40;
 const SEQ_MASK: u64 = (1 << SEQ_BITS) - 1;
-/// Inbox ids are reused after this many; live ones are bounded by `maxConnections`, far lower.
+/// Inbox ids are reused after this many (open ones are bounded by `maxConnections`, far lower).
+/// A late report of a closed inbox could only be misfiled if 2^24 sockets and requests opened
+/// within `message.timeout.ms` (30 s) after it closed, which is far beyond what a proxy accepts.
 const INBOX_IDS: u32 = 1 << (64 - SEQ_BITS);
 const _: () = assert!(
     usize::BITS == 64,
@@ -294,26 +296,27 @@ fn route(id: u32, seq: u64, outcome: Outcome) {
             .get(&id)
             .cloned()
     };
-    LAST_INBOX.with(|last| {
+    let mut outcome = Some(outcome);
+    let _ = LAST_INBOX.try_with(|last| {
+        // Not reentrant in practice; if it were, the report goes the uncached way below.
         let Ok(mut last) = last.try_borrow_mut() else {
-            // Not reentrant in practice; without the cache the report still finds its inbox.
-            if let Some(inbox) = lookup() {
-                let _ = inbox.put(seq, outcome);
-            }
             return;
         };
         if last.as_ref().is_none_or(|i| i.id != id) {
             *last = lookup();
         }
-        let Some(inbox) = last.as_ref() else { return };
-        if let Err(outcome) = inbox.put(seq, outcome) {
-            // The cached inbox closed; its id may belong to a new one by now.
-            *last = lookup();
-            if let Some(inbox) = last.as_ref() {
-                let _ = inbox.put(seq, outcome);
+        if let (Some(inbox), Some(o)) = (last.as_ref(), outcome.take()) {
+            // A closed inbox gives the report back: its id may belong to a new inbox by now.
+            outcome = inbox.put(seq, o).err();
+            if outcome.is_some() {
+                *last = None;
             }
         }
     });
+    // Not delivered through the cache (closed, missing, or the thread is exiting).
+    if let (Some(o), Some(inbox)) = (outcome, lookup()) {
+        let _ = inbox.put(seq, o);
+    }
 }
 
 /// Delivery reports for one socket or request, as librdkafka's thread hands them over.

@@ -673,7 +673,32 @@ pub fn ack_frame(id: &Value, partition: i32, offset: i64) -> String {
 pub fn push_ack_frame(s: &mut String, id: &Value, partition: i32, offset: i64) {
     s.push_str("{\"type\":\"ack\",\"id\":");
     push_json(s, id);
-    let _ = write!(s, ",\"partition\":{partition},\"offset\":{offset}}}");
+    s.push_str(",\"partition\":");
+    push_int(s, partition.into());
+    s.push_str(",\"offset\":");
+    push_int(s, offset);
+    s.push('}');
+}
+
+/// Appends `v` in decimal without `fmt`: a socket writes up to a million acks a second.
+fn push_int(s: &mut String, v: i64) {
+    let mut digits = [0u8; 20];
+    let mut i = digits.len();
+    let mut n = v.unsigned_abs();
+    loop {
+        i -= 1;
+        digits[i] = b'0' + (n % 10) as u8;
+        n /= 10;
+        if n == 0 {
+            break;
+        }
+    }
+    if v < 0 {
+        s.push('-');
+    }
+    for &d in &digits[i..] {
+        s.push(char::from(d));
+    }
 }
 
 /// Records one `acks` frame answers at most, so a frame stays small for any client.
@@ -771,7 +796,13 @@ impl AcksBatch {
             if i > 0 {
                 s.push(',');
             }
-            let _ = write!(s, "[{p},{o},{n}]");
+            s.push('[');
+            push_int(s, (*p).into());
+            s.push(',');
+            push_int(s, *o);
+            s.push(',');
+            push_int(s, i64::try_from(*n).unwrap_or(i64::MAX));
+            s.push(']');
         }
         s.push(']');
         if let Some(ids) = self.ids.take() {
@@ -792,9 +823,12 @@ pub fn error_frame(id: &Value, error: &ProtocolError) -> String {
 
 fn push_json(s: &mut String, v: &Value) {
     match v {
-        Value::Number(n) => {
-            let _ = write!(s, "{n}");
-        }
+        Value::Number(n) => match n.as_i64() {
+            Some(i) => push_int(s, i),
+            None => {
+                let _ = write!(s, "{n}");
+            }
+        },
         other => s.push_str(&serde_json::to_string(other).unwrap_or_else(|_| "null".into())),
     }
 }
@@ -1104,6 +1138,21 @@ mod tests {
         assert_eq!(
             ack_frame(&Value::from(3), 1, 42),
             r#"{"type":"ack","id":3,"partition":1,"offset":42}"#
+        );
+        assert_eq!(
+            ack_frame(&Value::from(u64::MAX), -1, i64::MIN),
+            format!(
+                r#"{{"type":"ack","id":{},"partition":-1,"offset":{}}}"#,
+                u64::MAX,
+                i64::MIN
+            )
+        );
+        assert_eq!(
+            ack_frame(&Value::from(-2.5), 7, i64::MAX),
+            format!(
+                r#"{{"type":"ack","id":-2.5,"partition":7,"offset":{}}}"#,
+                i64::MAX
+            )
         );
         assert_eq!(
             ack_frame(&Value::from("a\"b"), 0, 0),
