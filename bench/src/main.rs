@@ -737,14 +737,23 @@ async fn produce_via_proxy(
     let w2 = window.clone();
     let sender = tokio::spawn(async move {
         let v = String::from_utf8(value(b'w')).unwrap_or_default();
-        let frame = if per_frame == 1 {
-            v
-        } else {
+        let array = |records: u64| {
             let one = serde_json::json!({ "value": v }).to_string();
-            format!("[{}]", vec![one; per_frame as usize].join(","))
+            format!("[{}]", vec![one; records as usize].join(","))
         };
-        let permits = u32::try_from(per_frame)?;
-        for i in 0..n / per_frame {
+        let frame = if per_frame == 1 {
+            v.clone()
+        } else {
+            array(per_frame)
+        };
+        // Whole frames, then the rest of `n` in one shorter frame.
+        let rest = n % per_frame;
+        let last = if rest > 0 { Some(array(rest)) } else { None };
+        let frames = (0..n / per_frame)
+            .map(|_| (per_frame, &frame))
+            .chain(last.iter().map(|l| (rest, l)));
+        for (i, (records, frame)) in frames.enumerate() {
+            let permits = u32::try_from(records)?;
             let permit = match w2.try_acquire_many(permits) {
                 Ok(p) => p,
                 Err(_) => {
