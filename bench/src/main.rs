@@ -717,6 +717,21 @@ async fn produce_via_proxy(
     per_frame: u64,
 ) -> Result<(f64, f64, f64)> {
     let proxy = Proxy::start(o, &[]).await?;
+    // Stopped on every path: a proxy left running would hold the benchmark lock (it inherits
+    // flock's descriptor) and its port.
+    let r = drive_produce(&proxy, topic, n, batch, per_frame).await;
+    proxy.stop().await;
+    r
+}
+
+/// The client side of `produce_via_proxy`.
+async fn drive_produce(
+    proxy: &Proxy,
+    topic: &str,
+    n: u64,
+    batch: bool,
+    per_frame: u64,
+) -> Result<(f64, f64, f64)> {
     let answers = if batch { "&answers=batch" } else { "" };
     let ws = ws_connect(
         &proxy.url(&format!("/v1/produce?topic={topic}{answers}")),
@@ -810,7 +825,6 @@ async fn produce_via_proxy(
     let client_cpu = cpu_secs("/proc/self/stat") - client0;
     stop_perf(perf);
     let _ = sender.await;
-    proxy.stop().await;
     if errors > 0 {
         bail!("produce: {errors} errors, first: {first_error}");
     }
