@@ -1,14 +1,21 @@
-//! Produce over WebSocket and HTTP: socket reader -> decoder -> shared idempotent producer -> acks.
+//! Produce over WebSocket and HTTP: socket -> decoder -> shared idempotent producer -> acks.
 //!
 //! Every record is answered exactly once, in the order it arrived: an ack with partition and
 //! offset once Kafka has stored it (acks=all), or an error. Many sends are in flight at once;
 //! backpressure stops reading the socket when too many answers are outstanding or librdkafka's
 //! queue is full, so nothing is buffered without bound. See docs/PROTOCOL.md ("Produce").
 
-use std::collections::VecDeque;
+use std::cell::RefCell;
+use std::collections::{HashMap, VecDeque};
+use std::future::Future;
 use std::net::SocketAddr;
-use std::sync::atomic::{AtomicI64, Ordering::Relaxed};
-use std::sync::{Arc, Mutex, PoisonError};
+use std::pin::Pin;
+use std::sync::atomic::{
+    AtomicBool,
+    Ordering::{Relaxed, SeqCst},
+};
+use std::sync::{Arc, LazyLock, Mutex, PoisonError};
+use std::task::{ready, Context, Poll};
 use std::time::{Duration, Instant};
 
 use axum::body::Bytes;
@@ -18,21 +25,21 @@ use axum::extract::{ConnectInfo, Path, State};
 use axum::http::{header, HeaderMap, StatusCode};
 use axum::response::{IntoResponse, Response};
 use bytes::BytesMut;
-use futures::stream::{SplitSink, SplitStream};
-use futures::{FutureExt, SinkExt, StreamExt};
+use futures::task::AtomicWaker;
+use futures::{Sink, SinkExt, Stream};
 use rdkafka::config::RDKafkaLogLevel;
 use rdkafka::error::{KafkaError, RDKafkaErrorCode};
 use rdkafka::message::{Header, Message as _, OwnedHeaders};
 use rdkafka::producer::{BaseRecord, DeliveryResult, ProducerContext};
 use rdkafka::ClientContext;
 use serde_json::Value;
-use tokio::sync::{mpsc, watch, Notify};
+use tokio::time::{Interval, MissedTickBehavior, Sleep};
 
 use crate::config::Config;
 use crate::kafka::{Kafka, LogContext};
-use crate::metrics::{now_ms, SessionMeta, SessionStats};
+use crate::metrics::{SessionMeta, SessionStats};
 use crate::protocol::produce::{
-    self as wire, error_frame, Decoded, Decoder, ProduceRequest, Record,
+    self as wire, error_frame, AcksBatch, Answers, Decoded, Decoder, ProduceRequest, Record,
 };
 use crate::protocol::{ErrorCode, ProtocolError};
 use crate::server::{configure, params, AppState, HttpError, Params, Ws};
@@ -44,19 +51,6 @@ use crate::socket;
 /// Large enough to keep librdkafka's batches full (1000 measured about 20% slower); cheap,
 /// because a sent record's bytes live in librdkafka's bounded queue and only its answer is held.
 pub const MAX_IN_FLIGHT: usize = 10_000;
-
-/// Batches of decoded frames the reader task may hold ahead of the session.
-const READER_QUEUE: usize = 4;
-
-/// Frames already received that the reader decodes and hands over together, at most; a batch
-/// also ends once its frames reach `READER_BATCH_BYTES`, so the reader's memory stays near
-/// `READER_QUEUE` frames of the largest size.
-const READER_BATCH_FRAMES: usize = 64;
-const READER_BATCH_BYTES: usize = 256 * 1024;
-
-/// Frames queued to the writer task; acks are small, and a client that does not read them
-/// stalls the session (and so its reading) once this and `MAX_IN_FLIGHT` fill up.
-const WRITER_QUEUE: usize = 256;
 
 /// How often a record refused with `QueueFull` is offered to librdkafka again. librdkafka has no
 /// "space available" signal; the socket is not read meanwhile.
@@ -117,20 +111,6 @@ struct Ctx {
     shutdown: Shutdown,
 }
 
-/// What the session hands the writer task.
-enum Out {
-    Text(Utf8Bytes),
-    /// A close frame, after everything queued before it.
-    Close(u16, String),
-}
-
-/// What the reader task reports, in socket order.
-enum Inbound {
-    Records(Vec<Decoded>),
-    /// The reader stopped: the client closed, the frame was too large, or the socket broke.
-    End(End),
-}
-
 /// Why a session ends.
 #[derive(Debug)]
 enum End {
@@ -143,52 +123,73 @@ enum End {
     Violation(u16, String),
 }
 
-async fn session(socket: WebSocket, req: ProduceRequest, ctx: Ctx, stats: Arc<SessionStats>) {
-    let last_seen = Arc::new(AtomicI64::new(now_ms()));
-    let (sink, stream) = socket.split();
-    let (out_tx, out_rx) = mpsc::channel(WRITER_QUEUE);
-    let writer = tokio::spawn(writer(sink, out_rx, ctx.config.ping_interval));
+/// The socket a produce session owns: axum's `WebSocket`, or a channel pair in unit tests.
+trait Transport:
+    Stream<Item = Result<Message, axum::Error>> + Sink<Message, Error = axum::Error> + Unpin
+{
+}
 
-    let end = match check_target(&ctx.kafka, &req).await {
+impl<T> Transport for T where
+    T: Stream<Item = Result<Message, axum::Error>> + Sink<Message, Error = axum::Error> + Unpin
+{
+}
+
+async fn session(mut socket: WebSocket, req: ProduceRequest, ctx: Ctx, stats: Arc<SessionStats>) {
+    let (end, writer) = match check_target(&ctx.kafka, &req).await {
         Ok(partitions) => {
-            let (stop_tx, stop_rx) = watch::channel(false);
-            let inbound = spawn_reader(
-                stream,
-                Decoder::new(&req),
-                stop_rx,
-                last_seen.clone(),
-                ctx.config.max_frame_bytes,
-            );
-            let mut s = Session::new(&req, &ctx, &stats, &out_tx, partitions);
-            s.run(inbound, stop_tx, last_seen).await
+            let mut s = Session::new(&req, &ctx, &stats, &mut socket, partitions);
+            let end = s.run().await;
+            (end, s.writer)
         }
-        Err(e) => End::Error(e),
+        Err(e) => (End::Error(e), Writer::Open),
     };
+    finish(&mut socket, end, writer, ctx.config.ping_interval).await;
+}
 
-    let close = match end {
-        End::ClientGone => None,
-        End::Shutdown => Some((1001, "proxy shutting down".to_string())),
+/// Sends the session's last frames: an error frame and a close frame as `end` says, or only the
+/// flush of what is buffered (such as tungstenite's reply to the client's close frame).
+async fn finish<S: Transport>(ws: &mut S, end: End, writer: Writer, ping_interval: Duration) {
+    let limit = socket::stall_limit(ping_interval);
+    let (frame, close) = match end {
+        End::ClientGone => (None, None),
+        End::Shutdown => (None, Some((1001, "proxy shutting down".to_string()))),
         End::Error(e) => {
             tracing::info!(code = e.code.name(), reason = %e.message, "produce session closed with error");
-            let _ = out_tx.send(Out::Text(e.frame().into())).await;
-            Some((e.code.close_code(), e.close_reason()))
+            (
+                Some(e.frame()),
+                Some((e.code.close_code(), e.close_reason())),
+            )
         }
         End::Violation(code, reason) => {
             tracing::debug!(code, %reason, "produce socket violated the WebSocket protocol");
-            Some((code, reason))
+            (None, Some((code, reason)))
         }
     };
-    if let Some((code, reason)) = close {
-        let _ = out_tx.send(Out::Close(code, reason)).await;
+    match writer {
+        // A peer that took no bytes for the stall limit would only stall us again.
+        Writer::Stalled => return,
+        Writer::Gone => {
+            let _ = tokio::time::timeout(limit, ws.flush()).await;
+            return;
+        }
+        Writer::Open => {}
     }
-    drop(out_tx);
-    // A writer stuck on a peer that reads nothing must not outlive the session.
-    let abort = writer.abort_handle();
-    if tokio::time::timeout(Duration::from_secs(5), writer)
-        .await
-        .is_err()
-    {
-        abort.abort();
+    if let Some(frame) = frame {
+        if !socket::send_within(ws, Message::Text(frame.into()), limit).await {
+            return;
+        }
+    }
+    match close {
+        Some((code, reason)) => {
+            let close = Message::Close(Some(CloseFrame {
+                code,
+                reason: reason.into(),
+            }));
+            socket::send_within(ws, close, limit).await;
+        }
+        None => {
+            let _ = tokio::time::timeout(limit, ws.flush()).await;
+        }
     }
 }
 
@@ -201,129 +202,6 @@ async fn check_target(kafka: &Kafka, req: &ProduceRequest) -> Result<Arc<[i32]>,
         }
     }
     Ok(partitions)
-}
-
-/// Writes frames in order and pings on a timer. Takes every frame already queued at once and
-/// flushes only when nothing else is queued, so acks under load leave in few TCP writes.
-async fn writer(
-    mut sink: SplitSink<WebSocket, Message>,
-    mut rx: mpsc::Receiver<Out>,
-    ping_interval: Duration,
-) {
-    // A peer that takes no bytes for this long is dead; the writer lets go of it.
-    let limit = socket::stall_limit(ping_interval);
-    let mut ping = tokio::time::interval(ping_interval);
-    ping.tick().await;
-    let mut batch = Vec::with_capacity(WRITER_QUEUE);
-    loop {
-        tokio::select! {
-            n = rx.recv_many(&mut batch, WRITER_QUEUE) => {
-                if n == 0 {
-                    let _ = tokio::time::timeout(limit, sink.flush()).await;
-                    return;
-                }
-                match tokio::time::timeout(limit, write_batch(&mut sink, &mut batch, &rx)).await {
-                    Ok(Ok(Written::More)) => {}
-                    Ok(Ok(Written::Close(code, reason))) => {
-                        let close = Message::Close(Some(CloseFrame { code, reason: reason.into() }));
-                        socket::send_within(&mut sink, close, limit).await;
-                        return;
-                    }
-                    Ok(Err(_)) | Err(_) => return,
-                }
-            },
-            _ = ping.tick() => {
-                if !socket::send_within(&mut sink, Message::Ping(Default::default()), limit).await {
-                    return;
-                }
-            }
-        }
-    }
-}
-
-/// What writing one batch of frames came to.
-enum Written {
-    More,
-    Close(u16, String),
-}
-
-/// Feeds a batch of frames; flushes once at its end when nothing else is queued. Stops at a close.
-async fn write_batch(
-    sink: &mut SplitSink<WebSocket, Message>,
-    batch: &mut Vec<Out>,
-    rx: &mpsc::Receiver<Out>,
-) -> Result<Written, axum::Error> {
-    for out in batch.drain(..) {
-        match out {
-            Out::Text(text) => sink.feed(Message::Text(text)).await?,
-            Out::Close(code, reason) => {
-                sink.flush().await?;
-                return Ok(Written::Close(code, reason));
-            }
-        }
-    }
-    if rx.is_empty() {
-        sink.flush().await?;
-    }
-    Ok(Written::More)
-}
-
-/// Reads and decodes frames until the client leaves, a frame breaks the protocol, or `stop`
-/// (proxy shutdown) is raised. Decoding here keeps it off the session task, in parallel.
-fn spawn_reader(
-    mut stream: SplitStream<WebSocket>,
-    mut decoder: Decoder,
-    mut stop: watch::Receiver<bool>,
-    last_seen: Arc<AtomicI64>,
-    max_frame_bytes: usize,
-) -> mpsc::Receiver<Inbound> {
-    let (tx, rx) = mpsc::channel(READER_QUEUE);
-    tokio::spawn(async move {
-        loop {
-            let msg = tokio::select! {
-                biased;
-                _ = stop.wait_for(|s| *s) => return,
-                m = stream.next() => m,
-            };
-            last_seen.store(now_ms(), Relaxed);
-            // Frames already received are decoded together and handed over as one batch.
-            let mut records = Vec::new();
-            let mut end = None;
-            let mut next = Some(msg);
-            let (mut frames, mut bytes) = (0, 0);
-            while let Some(msg) = next.take() {
-                frames += 1;
-                match msg {
-                    None => end = Some(End::ClientGone),
-                    Some(Ok(Message::Text(t))) => {
-                        bytes += t.len();
-                        decoder.text_into(Bytes::from(t), &mut records);
-                    }
-                    Some(Ok(Message::Binary(b))) => {
-                        bytes += b.len();
-                        decoder.binary_into(b, &mut records);
-                    }
-                    Some(Ok(Message::Ping(_))) | Some(Ok(Message::Pong(_))) => {}
-                    Some(Ok(Message::Close(_))) => end = Some(End::ClientGone),
-                    Some(Err(e)) => {
-                        end = Some(classify_read_error(&e.to_string(), max_frame_bytes))
-                    }
-                }
-                if end.is_some() || frames >= READER_BATCH_FRAMES || bytes >= READER_BATCH_BYTES {
-                    break;
-                }
-                next = stream.next().now_or_never();
-            }
-            if !records.is_empty() && tx.send(Inbound::Records(records)).await.is_err() {
-                return;
-            }
-            if let Some(end) = end {
-                let _ = tx.send(Inbound::End(end)).await;
-                return;
-            }
-        }
-    });
-    rx
 }
 
 /// Maps a read error to how the session ends.
@@ -341,8 +219,9 @@ fn classify_read_error(text: &str, max_frame_bytes: usize) -> End {
 /// A record's answer once it is known: partition and offset, or why it failed.
 type Outcome = Result<(i32, i64), ProtocolError>;
 
-/// The shared producer's context: each record carries a `Ticket`, and its delivery report goes
-/// straight to the `Inbox` of the socket or request that sent it (no future per record).
+/// The shared producer's context: each record carries its inbox id and sequence number packed in
+/// its delivery opaque, and its delivery report goes straight to the `Inbox` of the socket or
+/// request that sent it (no future and no allocation per record).
 pub struct ProduceContext;
 
 impl ClientContext for ProduceContext {
@@ -355,54 +234,203 @@ impl ClientContext for ProduceContext {
 }
 
 impl ProducerContext for ProduceContext {
-    type DeliveryOpaque = Box<Ticket>;
+    type DeliveryOpaque = usize;
 
-    fn delivery(&self, report: &DeliveryResult<'_>, ticket: Box<Ticket>) {
+    fn delivery(&self, report: &DeliveryResult<'_>, opaque: usize) {
         let outcome = match report {
             Ok(m) => Ok((m.partition(), m.offset())),
             Err((e, _)) => Err(delivery_error(e)),
         };
-        ticket.inbox.put(ticket.seq, outcome);
+        let (inbox, seq) = unpack(opaque);
+        route(inbox, seq, outcome);
     }
 }
 
-/// What a sent record carries through librdkafka: where its report goes and its place there.
-pub struct Ticket {
-    inbox: Arc<Inbox>,
-    seq: u64,
+/// Bits of a delivery opaque that carry the record's sequence number (modulo 2^40, which is far
+/// more than the records a socket has in flight); the upper 24 bits name its inbox.
+const SEQ_BITS: u32 = 40;
+const SEQ_MASK: u64 = (1 << SEQ_BITS) - 1;
+/// Inbox ids are reused after this many (open ones are bounded by `maxConnections`, far lower).
+/// A late report of a closed inbox could only be misfiled if 2^24 sockets and requests opened
+/// within `message.timeout.ms` (30 s) after it closed, which is far beyond what a proxy accepts.
+const INBOX_IDS: u32 = 1 << (64 - SEQ_BITS);
+const _: () = assert!(
+    usize::BITS == 64,
+    "delivery opaques pack an inbox id and a sequence number into a 64-bit usize"
+);
+
+fn pack(inbox: u32, seq: u64) -> usize {
+    // Lossless: `usize` has 64 bits (asserted above) and `inbox` < 2^24.
+    ((u64::from(inbox) << SEQ_BITS) | (seq & SEQ_MASK)) as usize
+}
+
+fn unpack(opaque: usize) -> (u32, u64) {
+    let v = opaque as u64;
+    ((v >> SEQ_BITS) as u32, v & SEQ_MASK)
+}
+
+/// Every open inbox by id, for the delivery callback. Process-wide rather than in the context
+/// so that ids stay unique across producers (tests run several in one process).
+static INBOXES: LazyLock<Mutex<Registry>> = LazyLock::new(Mutex::default);
+
+#[derive(Default)]
+struct Registry {
+    next: u32,
+    open: HashMap<u32, Arc<Inbox>>,
+}
+
+thread_local! {
+    /// The inbox the last report on this thread went to. Reports come in batches for one
+    /// socket at a time, so this spares the registry's lock on almost every record.
+    static LAST_INBOX: RefCell<Option<Arc<Inbox>>> = const { RefCell::new(None) };
+}
+
+/// Hands a report to its inbox; a report for an inbox that has closed (its session gave up
+/// waiting) is dropped.
+fn route(id: u32, seq: u64, outcome: Outcome) {
+    let lookup = || {
+        INBOXES
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .open
+            .get(&id)
+            .cloned()
+    };
+    let mut outcome = Some(outcome);
+    let _ = LAST_INBOX.try_with(|last| {
+        // Not reentrant in practice; if it were, the report goes the uncached way below.
+        let Ok(mut last) = last.try_borrow_mut() else {
+            return;
+        };
+        if last.as_ref().is_none_or(|i| i.id != id) {
+            *last = lookup();
+        }
+        if let (Some(inbox), Some(o)) = (last.as_ref(), outcome.take()) {
+            // A closed inbox gives the report back: its id may belong to a new inbox by now.
+            outcome = inbox.put(seq, o).err();
+            if outcome.is_some() {
+                *last = None;
+            }
+        }
+    });
+    // Not delivered through the cache (closed, missing, or the thread is exiting).
+    if let (Some(o), Some(inbox)) = (outcome, lookup()) {
+        let _ = inbox.put(seq, o);
+    }
 }
 
 /// Delivery reports for one socket or request, as librdkafka's thread hands them over.
-#[derive(Default)]
 struct Inbox {
-    reports: Mutex<Vec<(u64, Outcome)>>,
-    /// Raised when reports arrive in an empty inbox; its owner takes them all at once.
-    ready: Notify,
+    id: u32,
+    reports: Mutex<Reports>,
+    /// Set when reports arrive in an empty inbox, so the owner can look without the lock.
+    nonempty: AtomicBool,
+    /// The owner's task, woken once per batch of reports (when they land in an empty inbox).
+    waker: AtomicWaker,
+}
+
+#[derive(Default)]
+struct Reports {
+    list: Vec<(u64, Outcome)>,
+    closed: bool,
 }
 
 impl Inbox {
-    fn put(&self, seq: u64, outcome: Outcome) {
+    /// Files a report; gives it back when the inbox is closed.
+    fn put(&self, seq: u64, outcome: Outcome) -> Result<(), Outcome> {
         let first = {
             let mut r = self.reports.lock().unwrap_or_else(PoisonError::into_inner);
-            r.push((seq, outcome));
-            r.len() == 1
+            if r.closed {
+                return Err(outcome);
+            }
+            r.list.push((seq, outcome));
+            r.list.len() == 1
         };
         if first {
-            self.ready.notify_one();
+            self.nonempty.store(true, SeqCst);
+            self.waker.wake();
         }
+        Ok(())
+    }
+
+    fn has_reports(&self) -> bool {
+        self.nonempty.load(SeqCst)
     }
 
     /// Moves every report that came in to `into` (which must be empty).
     fn take(&self, into: &mut Vec<(u64, Outcome)>) {
         let mut r = self.reports.lock().unwrap_or_else(PoisonError::into_inner);
-        std::mem::swap(&mut *r, into);
+        self.nonempty.store(false, SeqCst);
+        std::mem::swap(&mut r.list, into);
+    }
+
+    /// Resolves once reports are waiting.
+    async fn ready(&self) {
+        std::future::poll_fn(|cx| {
+            self.waker.register(cx.waker());
+            if self.has_reports() {
+                Poll::Ready(())
+            } else {
+                Poll::Pending
+            }
+        })
+        .await
+    }
+}
+
+/// An open inbox; dropping it closes the inbox, so later reports for it are dropped.
+struct InboxHandle(Arc<Inbox>);
+
+impl InboxHandle {
+    fn open() -> Self {
+        let mut reg = INBOXES.lock().unwrap_or_else(PoisonError::into_inner);
+        // Terminates: open inboxes (one per session or request) are far fewer than the ids.
+        let id = loop {
+            let id = reg.next;
+            reg.next = (reg.next + 1) % INBOX_IDS;
+            if !reg.open.contains_key(&id) {
+                break id;
+            }
+        };
+        let inbox = Arc::new(Inbox {
+            id,
+            reports: Mutex::default(),
+            nonempty: AtomicBool::new(false),
+            waker: AtomicWaker::new(),
+        });
+        reg.open.insert(id, inbox.clone());
+        InboxHandle(inbox)
+    }
+}
+
+impl std::ops::Deref for InboxHandle {
+    type Target = Inbox;
+    fn deref(&self) -> &Inbox {
+        &self.0
+    }
+}
+
+impl Drop for InboxHandle {
+    fn drop(&mut self) {
+        INBOXES
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .open
+            .remove(&self.0.id);
+        let mut r = self
+            .0
+            .reports
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner);
+        r.closed = true;
+        r.list = Vec::new();
     }
 }
 
 /// Records in arrival order until their answers are known; reports arriving in any order are
 /// filed by sequence number and answers leave from the front only.
 struct Order {
-    inbox: Arc<Inbox>,
+    inbox: InboxHandle,
     slots: VecDeque<Slot>,
     /// Sequence number of `slots[0]`.
     head: u64,
@@ -412,6 +440,9 @@ struct Order {
 }
 
 struct Slot {
+    /// The record's sequence number in its socket or request.
+    seq: u64,
+    /// The client's id for the record, if it gave one.
     id: Option<Value>,
     outcome: Option<Outcome>,
 }
@@ -419,7 +450,7 @@ struct Slot {
 impl Order {
     fn new() -> Self {
         Order {
-            inbox: Arc::default(),
+            inbox: InboxHandle::open(),
             slots: VecDeque::new(),
             head: 0,
             waiting: 0,
@@ -436,49 +467,54 @@ impl Order {
     }
 
     /// A record whose answer is known before sending.
-    fn done(&mut self, id: Option<Value>, outcome: Outcome) {
+    fn done(&mut self, seq: u64, id: Option<Value>, outcome: Outcome) {
         self.slots.push_back(Slot {
+            seq,
             id,
             outcome: Some(outcome),
         });
     }
 
-    /// The ticket for the next record; it takes its place with `sent` once librdkafka has it.
-    fn ticket(&self) -> Box<Ticket> {
-        Box::new(Ticket {
-            inbox: self.inbox.clone(),
-            seq: self.head + self.slots.len() as u64,
-        })
+    /// The delivery opaque of the next record; it takes its place with `sent` once librdkafka
+    /// has it.
+    fn ticket(&self) -> usize {
+        pack(self.inbox.id, self.head + self.slots.len() as u64)
     }
 
-    fn sent(&mut self, id: Option<Value>) {
-        self.slots.push_back(Slot { id, outcome: None });
+    fn sent(&mut self, seq: u64, id: Option<Value>) {
+        self.slots.push_back(Slot {
+            seq,
+            id,
+            outcome: None,
+        });
         self.waiting += 1;
     }
 
-    /// Files the reports that came in.
-    fn collect(&mut self) {
-        if self.waiting == 0 {
-            return;
+    /// Files the reports that came in; `true` if there were any.
+    fn collect(&mut self) -> bool {
+        if self.waiting == 0 || !self.inbox.has_reports() {
+            return false;
         }
         self.inbox.take(&mut self.scratch);
+        let got = !self.scratch.is_empty();
         for (seq, outcome) in self.scratch.drain(..) {
-            let slot = seq
-                .checked_sub(self.head)
-                .and_then(|i| self.slots.get_mut(usize::try_from(i).ok()?));
+            // Sequence numbers travel modulo 2^40; slots span far fewer.
+            let i = seq.wrapping_sub(self.head) & SEQ_MASK;
+            let slot = usize::try_from(i).ok().and_then(|i| self.slots.get_mut(i));
             if let Some(slot) = slot.filter(|s| s.outcome.is_none()) {
                 slot.outcome = Some(outcome);
                 self.waiting -= 1;
             }
         }
+        got
     }
 
-    /// The first record's answer, once known.
-    fn pop(&mut self) -> Option<(Option<Value>, Outcome)> {
+    /// The first record's answer, once known: `(sequence number, client id, outcome)`.
+    fn pop(&mut self) -> Option<(u64, Option<Value>, Outcome)> {
         self.slots.front()?.outcome.as_ref()?;
         let slot = self.slots.pop_front()?;
         self.head += 1;
-        Some((slot.id, slot.outcome?))
+        Some((slot.seq, slot.id, slot.outcome?))
     }
 }
 
@@ -490,8 +526,8 @@ enum Enqueue {
     Failed(ProtocolError),
 }
 
-fn enqueue(kafka: &Kafka, topic: &str, r: &Record, ticket: Box<Ticket>) -> Enqueue {
-    let mut fr = BaseRecord::<[u8], [u8], Box<Ticket>>::with_opaque_to(topic, ticket);
+fn enqueue(kafka: &Kafka, topic: &str, r: &Record, ticket: usize) -> Enqueue {
+    let mut fr = BaseRecord::<[u8], [u8], usize>::with_opaque_to(topic, ticket);
     if let Some(k) = &r.key {
         fr = fr.key(&k[..]);
     }
@@ -604,258 +640,432 @@ impl Frames {
             self.buf.reserve(Self::CHUNK.max(self.text.len()));
         }
         self.buf.extend_from_slice(self.text.as_bytes());
+        self.split()
+    }
+
+    /// The `acks` frame of `batch`, which it empties.
+    fn batch(&mut self, batch: &mut AcksBatch) -> Utf8Bytes {
+        self.text.clear();
+        batch.take_frame(&mut self.text);
+        if self.buf.capacity() < self.text.len() {
+            self.buf.reserve(Self::CHUNK.max(self.text.len()));
+        }
+        self.buf.extend_from_slice(self.text.as_bytes());
+        self.split()
+    }
+
+    /// The frame just appended to the buffer (a copy of `text`).
+    fn split(&mut self) -> Utf8Bytes {
         let frame = self.buf.split().freeze();
         // The bytes were a `String`, so this cannot fail; if it did, the copy is still right.
         Utf8Bytes::try_from(frame).unwrap_or_else(|_| Utf8Bytes::from(self.text.as_str()))
     }
 }
 
-struct Session<'a> {
+/// Whether answers can still be written to the socket.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Writer {
+    Open,
+    /// The client closed or the socket broke: answers are counted but no longer sent.
+    Gone,
+    /// The peer took no bytes for the stall limit: given up, nothing more is written.
+    Stalled,
+}
+
+/// What woke the session from waiting on its socket, its inbox and its timers.
+enum Io {
+    /// Frames were decoded, reports came in, or answers were written: go round again.
+    Work,
+    /// A record refused with `QueueFull` is due to be offered again.
+    Retry,
+    /// The socket has no more frames to read (closed, broken, or a frame broke the rules).
+    ReadEnd(End),
+    Shutdown,
+    /// Writing failed, or the peer took no bytes for the stall limit.
+    WriterGone(Writer),
+    /// The answers still outstanding did not come within `shutdownGrace`.
+    GaveUp,
+    /// No frame (not even a pong) for three ping intervals.
+    Silent,
+}
+
+/// The session's clocks; armed only while they matter, so a busy socket reads no clock per
+/// record.
+struct Timers {
+    shutdown: Pin<Box<dyn Future<Output = ()> + Send>>,
+    /// Liveness check, once a second.
+    tick: Interval,
+    /// When a frame was last read, as of the last tick.
+    last_seen: Instant,
+    dead_after: Duration,
+    ping: Interval,
+    retry: Pin<Box<Sleep>>,
+    retry_armed: bool,
+    deadline: Pin<Box<Sleep>>,
+    deadline_armed: bool,
+    stall: Pin<Box<Sleep>>,
+    stall_armed: bool,
+    stall_limit: Duration,
+}
+
+impl Timers {
+    fn new(config: &Config, mut shutdown: Shutdown) -> Self {
+        let now = tokio::time::Instant::now();
+        let mut tick =
+            tokio::time::interval_at(now + Duration::from_secs(1), Duration::from_secs(1));
+        tick.set_missed_tick_behavior(MissedTickBehavior::Delay);
+        let mut ping = tokio::time::interval_at(now + config.ping_interval, config.ping_interval);
+        ping.set_missed_tick_behavior(MissedTickBehavior::Delay);
+        Timers {
+            shutdown: Box::pin(async move { shutdown.wait().await }),
+            tick,
+            last_seen: Instant::now(),
+            dead_after: config.ping_interval * 3,
+            ping,
+            retry: Box::pin(tokio::time::sleep_until(now)),
+            retry_armed: false,
+            deadline: Box::pin(tokio::time::sleep_until(now)),
+            deadline_armed: false,
+            stall: Box::pin(tokio::time::sleep_until(now)),
+            stall_armed: false,
+            stall_limit: socket::stall_limit(config.ping_interval),
+        }
+    }
+}
+
+/// One produce socket, served by one task: it reads and decodes frames, offers the records to
+/// the shared producer, files their delivery reports and writes the answers. One task instead of
+/// reader, session and writer tasks saves the hand-offs (and thread wake-ups) between them.
+struct Session<'a, S> {
     req: &'a ProduceRequest,
     ctx: &'a Ctx,
     stats: &'a SessionStats,
-    out: &'a mpsc::Sender<Out>,
+    ws: &'a mut S,
+    decoder: Decoder,
     /// The topic's partitions, checked before sending so a wrong partition fails at once.
     partitions: Arc<[i32]>,
-    /// Every record taken from the reader, in arrival order, until its answer is known.
+    /// Records read and decoded but not yet offered to the producer, in arrival order.
+    decoded: Vec<Decoded>,
+    /// Every record offered or answered, in arrival order, until its answer is out.
     order: Order,
     /// Records refused with `QueueFull`, in order; while any wait, the socket is not read.
     blocked: VecDeque<Record>,
-    /// Answers ready for the writer, in order.
-    acks: VecDeque<Utf8Bytes>,
+    /// Answer frames not yet handed to the socket, in order, with how many records each answers.
+    acks: VecDeque<(Utf8Bytes, u32)>,
+    /// Records the frames in `acks` answer.
+    queued: usize,
+    /// Stored records waiting to share an `acks` frame (`answers=batch`).
+    batch: AcksBatch,
     /// Acks are encoded here and split off as frames that share its allocation.
     frames: Frames,
-    /// The writer stopped (client gone); answers are counted but no longer sent.
-    writer_gone: bool,
+    writer: Writer,
+    /// A ping is due to be written.
+    ping_due: bool,
+    /// Frames were handed to the socket (or a pong queued) since its last flush.
+    unflushed: bool,
+    /// A frame was read since the last liveness tick.
+    seen: bool,
 }
 
-/// Whether the session takes more records from the reader now; `draining` once it takes only
-/// what the reader already has (shutdown, or the writer gone) until the reader is done.
-fn can_read(s: &Session<'_>, ending: &Option<End>, reader_done: bool, draining: bool) -> bool {
-    !reader_done
-        && (draining
-            || (ending.is_none() && s.blocked.is_empty() && s.outstanding() < MAX_IN_FLIGHT))
-}
+/// Frames read per turn at most (or `READ_BATCH_BYTES`), before the records go to the producer
+/// and answers are written; both limits keep a turn short and the decoded frames small.
+const READ_BATCH_FRAMES: usize = 256;
+const READ_BATCH_BYTES: usize = 256 * 1024;
 
-impl<'a> Session<'a> {
+impl<'a, S: Transport> Session<'a, S> {
     fn new(
         req: &'a ProduceRequest,
         ctx: &'a Ctx,
         stats: &'a SessionStats,
-        out: &'a mpsc::Sender<Out>,
+        ws: &'a mut S,
         partitions: Arc<[i32]>,
     ) -> Self {
         Session {
             req,
             ctx,
             stats,
-            out,
+            ws,
+            decoder: Decoder::new(req),
             partitions,
+            decoded: Vec::new(),
             order: Order::new(),
             blocked: VecDeque::new(),
             acks: VecDeque::new(),
+            queued: 0,
+            batch: AcksBatch::default(),
             frames: Frames::default(),
-            writer_gone: false,
+            writer: Writer::Open,
+            ping_due: false,
+            unflushed: false,
+            seen: false,
         }
     }
-}
 
-impl Session<'_> {
+    /// Records taken from the socket and not answered yet.
     fn outstanding(&self) -> usize {
-        self.order.len() + self.blocked.len() + self.acks.len()
+        self.decoded.len() + self.order.len() + self.blocked.len() + self.queued
     }
 
-    async fn run(
-        &mut self,
-        mut inbound: mpsc::Receiver<Inbound>,
-        stop_reader: watch::Sender<bool>,
-        last_seen: Arc<AtomicI64>,
-    ) -> End {
-        let mut shutdown = self.ctx.shutdown.clone();
-        let inbox = self.order.inbox.clone();
-        let mut tick = tokio::time::interval(Duration::from_secs(1));
-        let dead_after = self.ctx.config.ping_interval.as_millis() as i64 * 3;
-        // Set once no more records will be taken: the session ends when every answer is out.
+    /// Whether every record taken has its answer written (or can no longer be written).
+    fn answered(&self) -> bool {
+        self.decoded.is_empty()
+            && self.order.is_empty()
+            && self.blocked.is_empty()
+            && (self.acks.is_empty() || self.writer != Writer::Open)
+    }
+
+    /// Serves the socket until it ends; every record read is answered (or its answer can no
+    /// longer be sent) before this returns, unless the deadline after the end passed.
+    async fn run(&mut self) -> End {
+        let mut t = Timers::new(&self.ctx.config, self.ctx.shutdown.clone());
+        // Set once no more frames are read: the session ends when every answer is out.
         let mut ending: Option<End> = None;
-        let mut deadline = Instant::now();
-        // After shutdown, records the reader already decoded are answered `shutting_down`.
+        // After shutdown, records already decoded are answered `shutting_down`.
         let mut refusing = false;
-        // Once the writer is gone (usually: the client closed), the reader is stopped, and the
-        // records it read before the close are still produced; the session ends after them.
-        let mut draining = false;
-        let mut reader_done = false;
-        // When parked records are next offered to librdkafka; a fixed instant, so steady ack
-        // traffic cannot keep postponing it.
-        let mut retry_at = Instant::now();
+        let mut batch = Vec::new();
         loop {
-            if !self.blocked.is_empty() && retry_at <= Instant::now() {
-                self.retry_blocked();
-                retry_at = Instant::now() + QUEUE_FULL_RETRY;
-            }
-            // Everything ready now is done in one go, so one wake-up serves many records:
-            // frames the reader already decoded, deliveries already reported, and answers the
-            // writer has room for.
-            while can_read(self, &ending, reader_done, refusing || draining) {
-                match inbound.try_recv() {
-                    Ok(m) => {
-                        if let Some(end) = self.take(m, refusing).await {
-                            reader_done = true;
-                            if ending.is_none() {
-                                ending = Some(end);
-                                deadline = Instant::now() + self.ctx.config.shutdown_grace;
-                            }
-                        }
-                    }
-                    Err(mpsc::error::TryRecvError::Empty) => break,
-                    Err(mpsc::error::TryRecvError::Disconnected) => reader_done = true,
+            std::mem::swap(&mut batch, &mut self.decoded);
+            for d in batch.drain(..) {
+                if refusing {
+                    self.refuse(d);
+                } else {
+                    self.submit(d).await;
                 }
             }
             self.answer_ready();
-            if self.hand_to_writer() {
-                let _ = stop_reader.send(true);
-                draining = true;
-                if ending.is_none() {
-                    ending = Some(End::ClientGone);
-                    deadline = Instant::now() + self.ctx.config.shutdown_grace;
-                }
+            if ending.is_some() && self.answered() {
+                break;
             }
-            if let Some(end) = &ending {
-                let answered = self.order.is_empty()
-                    && self.blocked.is_empty()
-                    && (self.acks.is_empty() || self.writer_gone);
-                if answered
-                    && (reader_done || !(refusing || draining || matches!(end, End::Shutdown)))
-                {
-                    break;
+            let reading = ending.is_none();
+            let io = std::future::poll_fn(|cx| self.poll_io(cx, &mut t, reading)).await;
+            let end = match io {
+                Io::Work => continue,
+                Io::Retry => {
+                    self.retry_blocked();
+                    continue;
                 }
-            }
-            let can_read = can_read(self, &ending, reader_done, refusing || draining);
-            tokio::select! {
-                biased;
-                _ = shutdown.wait(), if ending.is_none() => {
-                    tracing::debug!(outstanding = self.outstanding(), "shutdown: finishing records in flight");
-                    let _ = stop_reader.send(true);
+                Io::ReadEnd(end) => end,
+                Io::Shutdown => {
+                    tracing::debug!(
+                        outstanding = self.outstanding(),
+                        "shutdown: finishing records in flight"
+                    );
                     refusing = true;
                     self.refuse_blocked();
-                    ending = Some(End::Shutdown);
-                    deadline = Instant::now() + self.ctx.config.shutdown_grace;
+                    End::Shutdown
                 }
-                // Only reached while the writer's queue is full.
-                permit = self.out.reserve(), if !self.acks.is_empty() && !self.writer_gone => match permit {
-                    Ok(permit) => {
-                        if let Some(a) = self.acks.pop_front() {
-                            permit.send(Out::Text(a));
-                        }
-                    }
-                    Err(_) => {
-                        self.writer_gone = true;
-                        self.acks.clear();
-                        let _ = stop_reader.send(true);
-                        draining = true;
-                        if ending.is_none() {
-                            ending = Some(End::ClientGone);
-                            deadline = Instant::now() + self.ctx.config.shutdown_grace;
-                        }
-                    }
-                },
-                _ = inbox.ready.notified(), if self.order.waiting > 0 => {}
-                _ = tokio::time::sleep_until(retry_at.into()), if !self.blocked.is_empty() => {}
-                m = inbound.recv(), if can_read => match m {
-                    Some(m) => {
-                        if let Some(end) = self.take(m, refusing).await {
-                            reader_done = true;
-                            if ending.is_none() {
-                                ending = Some(end);
-                                deadline = Instant::now() + self.ctx.config.shutdown_grace;
-                            }
-                        }
-                    }
-                    None => reader_done = true,
-                },
-                _ = tokio::time::sleep_until(deadline.into()), if ending.is_some() => {
-                    tracing::warn!(outstanding = self.outstanding(), "produce session gave up waiting for deliveries");
+                Io::WriterGone(w) => {
+                    self.writer = w;
+                    End::ClientGone
+                }
+                Io::GaveUp => {
+                    tracing::warn!(
+                        outstanding = self.outstanding(),
+                        "produce session gave up waiting for deliveries"
+                    );
                     break;
                 }
-                _ = tick.tick(), if ending.is_none() => {
-                    if now_ms() - last_seen.load(Relaxed) > dead_after {
-                        tracing::debug!("peer silent for three ping intervals; closing");
-                        let _ = stop_reader.send(true);
-                        ending = Some(End::ClientGone);
-                        deadline = Instant::now() + self.ctx.config.shutdown_grace;
+                Io::Silent => {
+                    tracing::debug!("peer silent for three ping intervals; closing");
+                    End::ClientGone
+                }
+            };
+            if let End::ClientGone = end {
+                // Closed or broken: tungstenite refuses to send after the peer's close frame.
+                if self.writer == Writer::Open {
+                    self.writer = Writer::Gone;
+                }
+                self.acks.clear();
+                self.queued = 0;
+            }
+            if ending.is_none() {
+                ending = Some(end);
+                t.deadline
+                    .as_mut()
+                    .reset(tokio::time::Instant::now() + self.ctx.config.shutdown_grace);
+                t.deadline_armed = true;
+            }
+        }
+        ending.unwrap_or(End::ClientGone)
+    }
+
+    /// Does what can be done without waiting (write answers, read frames, take reports) and
+    /// returns once there is something for `run` to act on.
+    fn poll_io(&mut self, cx: &mut Context<'_>, t: &mut Timers, reading: bool) -> Poll<Io> {
+        if reading && t.shutdown.as_mut().poll(cx).is_ready() {
+            return Poll::Ready(Io::Shutdown);
+        }
+        if self.writer == Writer::Open {
+            if t.ping.poll_tick(cx).is_ready() {
+                self.ping_due = true;
+            }
+            match self.poll_write(cx) {
+                Poll::Ready(Ok(())) => t.stall_armed = false,
+                Poll::Ready(Err(_)) => return Poll::Ready(Io::WriterGone(Writer::Gone)),
+                Poll::Pending => {
+                    if !t.stall_armed {
+                        t.stall_armed = true;
+                        let at = tokio::time::Instant::now() + t.stall_limit;
+                        t.stall.as_mut().reset(at);
+                    }
+                    if t.stall.as_mut().poll(cx).is_ready() {
+                        return Poll::Ready(Io::WriterGone(Writer::Stalled));
                     }
                 }
             }
         }
-        let _ = stop_reader.send(true);
-        ending.unwrap_or(End::ClientGone)
+        if reading && self.blocked.is_empty() && self.outstanding() < MAX_IN_FLIGHT {
+            match self.poll_read(cx) {
+                Poll::Ready(Some(end)) => return Poll::Ready(Io::ReadEnd(end)),
+                Poll::Ready(None) => return Poll::Ready(Io::Work),
+                Poll::Pending => {}
+            }
+        }
+        if self.order.waiting > 0 {
+            self.order.inbox.waker.register(cx.waker());
+            if self.order.inbox.has_reports() {
+                return Poll::Ready(Io::Work);
+            }
+        }
+        if !self.blocked.is_empty() {
+            if !t.retry_armed {
+                t.retry_armed = true;
+                let at = tokio::time::Instant::now() + QUEUE_FULL_RETRY;
+                t.retry.as_mut().reset(at);
+            }
+            if t.retry.as_mut().poll(cx).is_ready() {
+                t.retry_armed = false;
+                return Poll::Ready(Io::Retry);
+            }
+        }
+        if t.deadline_armed && t.deadline.as_mut().poll(cx).is_ready() {
+            return Poll::Ready(Io::GaveUp);
+        }
+        if reading && t.tick.poll_tick(cx).is_ready() {
+            let now = Instant::now();
+            if std::mem::take(&mut self.seen) {
+                t.last_seen = now;
+            } else if now.duration_since(t.last_seen) > t.dead_after {
+                return Poll::Ready(Io::Silent);
+            }
+        }
+        Poll::Pending
     }
 
-    /// Takes what the reader sent; an end of input is returned to the caller.
-    async fn take(&mut self, m: Inbound, refusing: bool) -> Option<End> {
-        match m {
-            Inbound::Records(records) => {
-                for d in records {
-                    if refusing {
-                        self.refuse(d);
-                    } else {
-                        self.submit(d).await;
-                    }
+    /// Hands the queued answers (and a due ping) to the socket and flushes it; `Pending` while
+    /// the peer does not take them.
+    fn poll_write(&mut self, cx: &mut Context<'_>) -> Poll<Result<(), axum::Error>> {
+        let mut ws = Pin::new(&mut *self.ws);
+        while self.ping_due || !self.acks.is_empty() {
+            ready!(ws.as_mut().poll_ready(cx))?;
+            let msg = if std::mem::take(&mut self.ping_due) {
+                Message::Ping(Bytes::new())
+            } else if let Some((a, n)) = self.acks.pop_front() {
+                self.queued -= n as usize;
+                Message::Text(a)
+            } else {
+                break;
+            };
+            ws.as_mut().start_send(msg)?;
+            self.unflushed = true;
+        }
+        if self.unflushed {
+            ready!(ws.as_mut().poll_flush(cx))?;
+            self.unflushed = false;
+        }
+        Poll::Ready(Ok(()))
+    }
+
+    /// Reads and decodes the frames already received, up to a batch; `Ready(None)` once any
+    /// were read, `Ready(Some(end))` when reading is over.
+    fn poll_read(&mut self, cx: &mut Context<'_>) -> Poll<Option<End>> {
+        let (mut frames, mut bytes) = (0, 0);
+        loop {
+            let msg = match Pin::new(&mut *self.ws).poll_next(cx) {
+                Poll::Ready(m) => m,
+                Poll::Pending if frames > 0 => return Poll::Ready(None),
+                Poll::Pending => return Poll::Pending,
+            };
+            self.seen = true;
+            frames += 1;
+            match msg {
+                Some(Ok(Message::Text(t))) => {
+                    bytes += t.len();
+                    self.decoder.text_into(Bytes::from(t), &mut self.decoded);
                 }
-                None
+                Some(Ok(Message::Binary(b))) => {
+                    bytes += b.len();
+                    self.decoder.binary_into(b, &mut self.decoded);
+                }
+                // tungstenite queued the pong; it leaves with the next flush.
+                Some(Ok(Message::Ping(_))) => self.unflushed = true,
+                Some(Ok(Message::Pong(_))) => {}
+                Some(Ok(Message::Close(_))) | None => return Poll::Ready(Some(End::ClientGone)),
+                Some(Err(e)) => {
+                    let end = classify_read_error(&e.to_string(), self.ctx.config.max_frame_bytes);
+                    return Poll::Ready(Some(end));
+                }
             }
-            Inbound::End(end) => Some(end),
+            if frames >= READ_BATCH_FRAMES
+                || bytes >= READ_BATCH_BYTES
+                || self.outstanding() >= MAX_IN_FLIGHT
+            {
+                return Poll::Ready(None);
+            }
         }
     }
 
     /// Answers every record at the head of the order whose delivery is already known.
     fn answer_ready(&mut self) {
         self.order.collect();
-        while let Some((id, outcome)) = self.order.pop() {
-            self.answer(id, outcome);
+        while let Some((seq, id, outcome)) = self.order.pop() {
+            self.answer(seq, id, outcome);
         }
+        self.send_batch();
     }
 
-    /// Queues answers to the writer while it has room; `true` when the writer just turned out
-    /// to be gone.
-    fn hand_to_writer(&mut self) -> bool {
-        if self.writer_gone {
-            return false;
+    /// Queues the answer for the socket and counts it. With `answers=batch`, a stored record
+    /// joins the `acks` frame being built; an error frame goes after the frame built so far.
+    fn answer(&mut self, seq: u64, id: Option<Value>, outcome: Outcome) {
+        match &outcome {
+            Ok(_) => self.stats.produced.fetch_add(1, Relaxed),
+            Err(_) => self.stats.produce_errors.fetch_add(1, Relaxed),
+        };
+        if self.writer != Writer::Open {
+            return;
         }
-        while let Some(a) = self.acks.pop_front() {
-            match self.out.try_send(Out::Text(a)) {
-                Ok(()) => {}
-                Err(mpsc::error::TrySendError::Full(Out::Text(a))) => {
-                    self.acks.push_front(a);
-                    return false;
+        let frame = match (&outcome, self.req.answers) {
+            (Ok((p, o)), Answers::Batch) => {
+                if self.batch.is_full() || !self.batch.push(seq, id.as_ref(), *p, *o) {
+                    self.send_batch();
+                    self.batch.push(seq, id.as_ref(), *p, *o);
                 }
-                Err(mpsc::error::TrySendError::Full(Out::Close(..))) => return false,
-                Err(mpsc::error::TrySendError::Closed(_)) => {
-                    self.writer_gone = true;
-                    self.acks.clear();
-                    return true;
-                }
+                return;
             }
-        }
-        false
-    }
-
-    /// Queues the answer for the writer and counts it.
-    fn answer(&mut self, id: Option<Value>, outcome: Outcome) {
-        let id = id.unwrap_or(Value::Null);
-        let frame = match &outcome {
-            Ok((p, o)) => {
-                self.stats.produced.fetch_add(1, Relaxed);
+            (Ok((p, o)), Answers::Each) => {
+                let id = id.unwrap_or_else(|| Value::from(seq));
                 self.frames.ack(&id, *p, *o)
             }
-            Err(e) => {
-                self.stats.produce_errors.fetch_add(1, Relaxed);
+            (Err(e), _) => {
                 tracing::debug!(code = e.code.name(), reason = %e.message, "record refused");
+                self.send_batch();
+                let id = id.unwrap_or_else(|| Value::from(seq));
                 error_frame(&id, e).into()
             }
         };
-        if !self.writer_gone {
-            self.acks.push_back(frame);
+        self.acks.push_back((frame, 1));
+        self.queued += 1;
+    }
+
+    /// Queues the `acks` frame built so far, if any.
+    fn send_batch(&mut self) {
+        if self.batch.is_empty() {
+            return;
         }
+        let n = self.batch.len();
+        let frame = self.frames.batch(&mut self.batch);
+        self.acks.push_back((frame, n));
+        self.queued += n as usize;
     }
 
     /// Checks a decoded record and offers it to the producer, keeping arrival order.
@@ -863,8 +1073,7 @@ impl Session<'_> {
         let r = match d {
             Ok(r) => r,
             Err(e) => {
-                let id = e.ack_id();
-                self.order.done(Some(id), Err(e.error));
+                self.order.done(e.seq, e.id, Err(e.error));
                 return;
             }
         };
@@ -877,7 +1086,7 @@ impl Session<'_> {
                 }
                 if !self.partitions.contains(&p) {
                     let e = wire::unknown_partition(&self.req.topic, p, self.partitions.len());
-                    self.order.done(Some(r.ack_id()), Err(e));
+                    self.order.done(r.seq, r.id, Err(e));
                     return;
                 }
             }
@@ -893,11 +1102,11 @@ impl Session<'_> {
     fn offer(&mut self, r: Record) -> bool {
         match enqueue(&self.ctx.kafka, &self.req.topic, &r, self.order.ticket()) {
             Enqueue::Sent => {
-                self.order.sent(Some(r.ack_id()));
+                self.order.sent(r.seq, r.id);
                 true
             }
             Enqueue::Failed(e) => {
-                self.order.done(Some(r.ack_id()), Err(e));
+                self.order.done(r.seq, r.id, Err(e));
                 true
             }
             Enqueue::Full => {
@@ -916,16 +1125,16 @@ impl Session<'_> {
     }
 
     fn refuse(&mut self, d: Decoded) {
-        let id = match d {
-            Ok(r) => r.ack_id(),
-            Err(e) => e.ack_id(),
+        let (seq, id) = match d {
+            Ok(r) => (r.seq, r.id),
+            Err(e) => (e.seq, e.id),
         };
-        self.order.done(Some(id), Err(shutting_down()));
+        self.order.done(seq, id, Err(shutting_down()));
     }
 
     fn refuse_blocked(&mut self) {
         for r in std::mem::take(&mut self.blocked) {
-            self.order.done(Some(r.ack_id()), Err(shutting_down()));
+            self.order.done(r.seq, r.id, Err(shutting_down()));
         }
     }
 }
@@ -1036,24 +1245,25 @@ async fn produce_all(
         let r = match d {
             Ok(r) => r,
             Err(e) => {
-                order.done(e.id, Err(e.error));
+                order.done(e.seq, e.id, Err(e.error));
                 continue;
             }
         };
         if let Some(p) = r.partition.filter(|p| !partitions.contains(p)) {
             let e = wire::unknown_partition(topic, p, partitions.len());
-            order.done(r.id, Err(e));
+            order.done(r.seq, r.id, Err(e));
             continue;
         }
         loop {
             match enqueue(kafka, topic, &r, order.ticket()) {
-                Enqueue::Sent => order.sent(r.id.clone()),
-                Enqueue::Failed(e) => order.done(r.id.clone(), Err(e)),
+                Enqueue::Sent => order.sent(r.seq, r.id.clone()),
+                Enqueue::Failed(e) => order.done(r.seq, r.id.clone(), Err(e)),
                 Enqueue::Full if Instant::now() < give_up => {
                     tokio::time::sleep(QUEUE_FULL_RETRY).await;
                     continue;
                 }
                 Enqueue::Full => order.done(
+                    r.seq,
                     r.id.clone(),
                     Err(ProtocolError::new(
                         ErrorCode::KafkaUnavailable,
@@ -1065,18 +1275,17 @@ async fn produce_all(
         }
     }
     let mut answers = Vec::with_capacity(order.len());
-    let inbox = order.inbox.clone();
     loop {
         order.collect();
-        while let Some(a) = order.pop() {
-            answers.push(a);
+        while let Some((_, id, outcome)) = order.pop() {
+            answers.push((id, outcome));
         }
         if order.is_empty() {
             return answers;
         }
         // Every sent record gets a report from librdkafka (at the latest after
         // `message.timeout.ms`).
-        inbox.ready.notified().await;
+        order.inbox.ready().await;
     }
 }
 
@@ -1084,18 +1293,70 @@ async fn produce_all(
 mod tests {
     use super::*;
     use crate::config::Secret;
+    use futures::StreamExt;
     use rdkafka::mocking::MockCluster;
 
-    /// A session over channels against an in-process mock cluster: `(records in, answers out)`.
+    /// A socket made of two channels: frames the test sends in, frames the session writes out.
+    /// Bounded both ways, so a session that stops reading (or a test that stops reading
+    /// answers) pushes back as TCP would.
+    struct Pipe {
+        rx: futures::channel::mpsc::Receiver<Message>,
+        tx: futures::channel::mpsc::Sender<Message>,
+    }
+
+    impl Stream for Pipe {
+        type Item = Result<Message, axum::Error>;
+        fn poll_next(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Option<Self::Item>> {
+            Pin::new(&mut self.rx).poll_next(cx).map(|m| m.map(Ok))
+        }
+    }
+
+    impl Sink<Message> for Pipe {
+        type Error = axum::Error;
+        fn poll_ready(
+            mut self: Pin<&mut Self>,
+            cx: &mut Context<'_>,
+        ) -> Poll<Result<(), axum::Error>> {
+            Pin::new(&mut self.tx)
+                .poll_ready(cx)
+                .map_err(axum::Error::new)
+        }
+        fn start_send(mut self: Pin<&mut Self>, m: Message) -> Result<(), axum::Error> {
+            Pin::new(&mut self.tx)
+                .start_send(m)
+                .map_err(axum::Error::new)
+        }
+        fn poll_flush(
+            mut self: Pin<&mut Self>,
+            cx: &mut Context<'_>,
+        ) -> Poll<Result<(), axum::Error>> {
+            Pin::new(&mut self.tx)
+                .poll_flush(cx)
+                .map_err(axum::Error::new)
+        }
+        fn poll_close(
+            mut self: Pin<&mut Self>,
+            cx: &mut Context<'_>,
+        ) -> Poll<Result<(), axum::Error>> {
+            Pin::new(&mut self.tx)
+                .poll_close(cx)
+                .map_err(axum::Error::new)
+        }
+    }
+
+    /// Frames the test's side of a `Pipe` holds before sending blocks.
+    const PIPE_IN: usize = 4;
+    const PIPE_OUT: usize = 256;
+
+    /// A session over a `Pipe` against an in-process mock cluster: `(frames in, frames out)`.
     /// The returned cluster must outlive the session.
     async fn mock_session(
         props: &[(&str, &str)],
     ) -> (
         MockCluster<'static, rdkafka::producer::DefaultProducerContext>,
         crate::shutdown::ShutdownTrigger,
-        Decoder,
-        mpsc::Sender<Inbound>,
-        mpsc::Receiver<Out>,
+        futures::channel::mpsc::Sender<Message>,
+        futures::channel::mpsc::Receiver<Message>,
         tokio::task::JoinHandle<End>,
     ) {
         let mock = MockCluster::new(1).unwrap();
@@ -1114,9 +1375,8 @@ mod tests {
         // Dropping the trigger would count as shutdown, so the caller keeps it.
         let (trigger, shutdown) = crate::shutdown::channel();
         let req = wire::parse_ws(&crate::protocol::query(&[("topic", "t")])).unwrap();
-        let decoder = Decoder::new(&req);
-        let (in_tx, in_rx) = mpsc::channel(READER_QUEUE);
-        let (out_tx, out_rx) = mpsc::channel(WRITER_QUEUE);
+        let (in_tx, in_rx) = futures::channel::mpsc::channel(PIPE_IN);
+        let (out_tx, out_rx) = futures::channel::mpsc::channel(PIPE_OUT);
         let session = tokio::spawn(async move {
             let ctx = Ctx {
                 kafka,
@@ -1125,56 +1385,66 @@ mod tests {
             };
             let partitions = check_target(&ctx.kafka, &req).await.unwrap();
             let stats = SessionStats::default();
-            let mut s = Session::new(&req, &ctx, &stats, &out_tx, partitions);
-            let (stop_tx, _stop_rx) = watch::channel(false);
-            s.run(in_rx, stop_tx, Arc::new(AtomicI64::new(now_ms())))
-                .await
+            let mut pipe = Pipe {
+                rx: in_rx,
+                tx: out_tx,
+            };
+            let mut s = Session::new(&req, &ctx, &stats, &mut pipe, partitions);
+            s.run().await
         });
-        (mock, trigger, decoder, in_tx, out_rx, session)
+        (mock, trigger, in_tx, out_rx, session)
     }
 
-    async fn expect_acks(out: &mut mpsc::Receiver<Out>, n: usize) {
-        for i in 1..=n {
-            match tokio::time::timeout(Duration::from_secs(20), out.recv()).await {
-                Ok(Some(Out::Text(t))) => {
+    async fn expect_acks(out: &mut futures::channel::mpsc::Receiver<Message>, n: usize) {
+        let mut i = 1;
+        while i <= n {
+            match tokio::time::timeout(Duration::from_secs(20), out.next()).await {
+                Ok(Some(Message::Text(t))) => {
                     let v: Value = serde_json::from_str(&t).unwrap();
                     assert_eq!(v["type"], "ack", "{v}");
                     assert_eq!(v["id"], Value::from(i), "answers in order");
+                    i += 1;
                 }
+                // The session's keep-alive pings are not answers.
+                Ok(Some(Message::Ping(_))) => {}
                 _ => panic!("answer {i} of {n} missing"),
             }
         }
     }
 
+    fn text(s: &str) -> Message {
+        Message::Text(s.into())
+    }
+
     #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
     async fn stops_taking_records_while_answers_are_not_read() {
-        let (_mock, _trigger, mut decoder, records, mut out, session) = mock_session(&[]).await;
+        let (_mock, _trigger, mut records, mut out, session) = mock_session(&[]).await;
         // Nobody reads the answers: the session must stop taking records at its limit.
         let mut taken = 0;
         loop {
-            let frame = Inbound::Records(decoder.text(Bytes::from_static(b"x")));
-            match tokio::time::timeout(Duration::from_secs(2), records.send(frame)).await {
+            match tokio::time::timeout(Duration::from_secs(2), records.send(text("x"))).await {
                 Ok(Ok(())) => taken += 1,
                 Ok(Err(_)) => panic!("session ended"),
                 Err(_) => break,
             }
             assert!(taken <= 10 * MAX_IN_FLIGHT, "the session never pushed back");
         }
-        let bound = MAX_IN_FLIGHT + WRITER_QUEUE + READER_QUEUE + 1;
+        // Unanswered records, answers in the socket's buffer, frames in its receive buffer.
+        let bound = MAX_IN_FLIGHT + (PIPE_OUT + 1) + (PIPE_IN + 1) + 1;
         assert!(
             taken >= MAX_IN_FLIGHT && taken <= bound,
             "took {taken}, bound {bound}"
         );
         // Reading the answers lets it go on; every record is answered once, in order.
         expect_acks(&mut out, taken).await;
-        records.send(Inbound::End(End::ClientGone)).await.unwrap();
+        records.close_channel();
         assert!(matches!(session.await.unwrap(), End::ClientGone));
     }
 
     #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
     async fn a_full_producer_queue_parks_records_in_order() {
         // A queue of 5 messages and a slow broker: most sends meet `QueueFull`.
-        let (mock, _trigger, mut decoder, records, mut out, session) =
+        let (mock, _trigger, mut records, mut out, session) =
             mock_session(&[("queue.buffering.max.messages", "5")]).await;
         mock.broker_round_trip_time(1, Duration::from_millis(20))
             .unwrap();
@@ -1184,13 +1454,22 @@ mod tests {
             out
         });
         for i in 0..n {
-            let v = format!("v{i}");
-            let frame = Inbound::Records(decoder.text(Bytes::from(v)));
-            records.send(frame).await.unwrap();
+            records.send(text(&format!("v{i}"))).await.unwrap();
         }
         let _out = reader.await.unwrap();
-        records.send(Inbound::End(End::ClientGone)).await.unwrap();
+        records.close_channel();
         assert!(matches!(session.await.unwrap(), End::ClientGone));
+    }
+
+    #[test]
+    fn opaques_carry_inbox_and_sequence() {
+        assert_eq!(unpack(pack(7, 42)), (7, 42));
+        assert_eq!(
+            unpack(pack(INBOX_IDS - 1, SEQ_MASK)),
+            (INBOX_IDS - 1, SEQ_MASK)
+        );
+        // Sequence numbers wrap at 2^40 and still find their slot.
+        assert_eq!(unpack(pack(3, SEQ_MASK + 5)), (3, 4));
     }
 
     #[test]

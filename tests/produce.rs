@@ -302,6 +302,149 @@ async fn ten_thousand_pipelined_records_are_each_acked_once_in_order() {
     proxy.stop().await;
 }
 
+/// What an `answers=batch` socket said about one record: its id, and where it was stored or
+/// the error code.
+type Answer = (Value, Result<(i64, i64), String>);
+
+/// Reads answers of an `answers=batch` socket until `n` records are answered, expanding each
+/// `acks` frame into its records; returns them in order with the largest `acks` frame seen.
+async fn batched_answers<S>(rx: &mut S, n: usize) -> (Vec<Answer>, usize)
+where
+    S: futures::Stream<Item = Result<Message, tokio_tungstenite::tungstenite::Error>> + Unpin,
+{
+    let mut got: Vec<Answer> = Vec::with_capacity(n);
+    let mut largest = 0;
+    while got.len() < n {
+        let m = tokio::time::timeout(T, rx.next())
+            .await
+            .expect("answers keep coming")
+            .expect("socket open")
+            .expect("no socket error");
+        let Message::Text(t) = m else { continue };
+        let v = parse(&t);
+        match v["type"].as_str() {
+            Some("acks") => {
+                let first = v["first"].as_u64().expect("first");
+                let last = v["last"].as_u64().expect("last");
+                // Frames follow each other: this one starts at the next record.
+                assert_eq!(first, got.len() as u64 + 1, "{v}");
+                assert!(last >= first, "{v}");
+                let count = (last - first + 1) as usize;
+                let ids = v.get("ids").map(|ids| ids.as_array().expect("ids").clone());
+                if let Some(ids) = &ids {
+                    assert_eq!(ids.len(), count, "one id per record: {v}");
+                }
+                let mut k = 0;
+                for run in v["runs"].as_array().expect("runs") {
+                    let run: Vec<i64> = run
+                        .as_array()
+                        .expect("run")
+                        .iter()
+                        .map(|x| x.as_i64().expect("integer"))
+                        .collect();
+                    let [p, o, len] = run[..] else {
+                        panic!("a run is [partition, offset, count]: {v}")
+                    };
+                    assert!(len >= 1, "{v}");
+                    for j in 0..len {
+                        let id = match &ids {
+                            Some(ids) => ids[k].clone(),
+                            None => json!(first + k as u64),
+                        };
+                        got.push((id, Ok((p, o + j))));
+                        k += 1;
+                    }
+                }
+                assert_eq!(k, count, "runs cover first..=last exactly: {v}");
+                largest = largest.max(count);
+            }
+            Some("error") => got.push((
+                v["id"].clone(),
+                Err(v["code"].as_str().expect("code").to_string()),
+            )),
+            _ => panic!("unexpected frame with answers=batch: {v}"),
+        }
+    }
+    assert_eq!(got.len(), n, "no frame answers more records than were sent");
+    (got, largest)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn batched_answers_name_every_record_in_order_and_errors_stay_single() {
+    const N: u64 = 5_000;
+    let topic = topic("produce-batched", 3).await;
+    let proxy = Proxy::start().await;
+    let ws = proxy
+        .connect(&format!("/v1/produce?topic={topic}&answers=batch"))
+        .await;
+    // Plain lines (numbered by the proxy), arrays of records with client ids, and now and then
+    // a frame that is not JSON: each gets an answer at its place.
+    let mut frames = Vec::new();
+    let mut expected: Vec<(Value, Option<String>)> = Vec::new();
+    let mut seq = 1;
+    while seq <= N {
+        if seq % 1000 == 500 {
+            frames.push(Message::text("{\"value\":"));
+            expected.push((json!(seq), None));
+            seq += 1;
+        } else if seq % 100 == 0 && seq + 5 <= N {
+            let recs: Vec<Value> = (seq..seq + 5)
+                .map(|s| json!({"id": format!("id-{s}"), "key": format!("k{}", s % 7), "value": format!("arr-{s}")}))
+                .collect();
+            frames.push(Message::text(Value::from(recs).to_string()));
+            for s in seq..seq + 5 {
+                expected.push((json!(format!("id-{s}")), Some(format!("arr-{s}"))));
+            }
+            seq += 5;
+        } else {
+            frames.push(Message::text(format!("v{seq}")));
+            expected.push((json!(seq), Some(format!("v{seq}"))));
+            seq += 1;
+        }
+    }
+    let (mut tx, mut rx) = ws.split();
+    let sender = tokio::spawn(async move {
+        for f in frames {
+            tx.feed(f).await.unwrap();
+        }
+        tx.flush().await.unwrap();
+        tx
+    });
+    let (got, largest) = batched_answers(&mut rx, expected.len()).await;
+    assert!(largest > 1, "stored records ready together share a frame");
+    let mut stored = Vec::new();
+    for (i, ((id, outcome), (want_id, want_value))) in got.iter().zip(&expected).enumerate() {
+        assert_eq!(id, want_id, "answer {} names its record", i + 1);
+        match (outcome, want_value) {
+            (Ok(pos), Some(value)) => stored.push((*pos, value.clone())),
+            (Err(code), None) => assert_eq!(code, "bad_request"),
+            _ => panic!("answer {} is {outcome:?}, expected {want_value:?}", i + 1),
+        }
+    }
+    assert_eq!(
+        stored
+            .iter()
+            .map(|(pos, _)| pos)
+            .collect::<HashSet<_>>()
+            .len(),
+        stored.len(),
+        "acks name distinct offsets"
+    );
+    let mut ws = sender.await.unwrap().reunite(rx).unwrap();
+    let extra = tokio::time::timeout(Duration::from_millis(300), ws.next()).await;
+    assert!(
+        !matches!(extra, Ok(Some(Ok(Message::Text(_))))),
+        "an extra frame: {extra:?}"
+    );
+    let msgs = read_back(&topic, 3, stored.len(), Duration::from_secs(30)).await;
+    assert_eq!(msgs.len(), stored.len(), "every record stored exactly once");
+    for ((p, o), value) in &stored {
+        assert_eq!(at(&msgs, *p, *o).payload(), Some(value.as_bytes()));
+    }
+    close(ws).await;
+    proxy.stop().await;
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn bad_input_gets_error_answers_and_the_socket_stays_usable() {
     let topic = topic("produce-bad", 2).await;

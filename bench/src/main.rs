@@ -614,9 +614,7 @@ impl ProducerContext for Counting {
 
 async fn produce(o: &Opts, run: &str, rows: &mut Vec<Row>) -> Result<()> {
     let n = o.produce_records as u64;
-    let topic = format!("kpb-produce-{run}");
     let direct_topic = format!("kpb-produce-direct-{run}");
-    create_topic(o, &topic, 1).await?;
     create_topic(o, &direct_topic, 1).await?;
 
     // Baseline: the proxy's own producer settings (src/kafka.rs), driven directly.
@@ -666,31 +664,120 @@ async fn produce(o: &Opts, run: &str, rows: &mut Vec<Row>) -> Result<()> {
     .await??;
     note(format!("produce: direct librdkafka {direct:.0} records/s"));
 
+    // The same records through the proxy: one ack frame per record (the default), then with
+    // `answers=batch`, each against a fresh proxy and topic.
+    // Last, a client that sends its records 100 to a frame (a JSON array) with batched answers.
+    for (batch, per_frame) in [(false, 1), (true, 1), (true, ARRAY_RECORDS)] {
+        let (mode, label) = match (batch, per_frame) {
+            (false, _) => ("each", "produce with acks"),
+            (true, 1) => ("batch", "produce with batched acks (answers=batch)"),
+            _ => (
+                "array",
+                "produce 100 records per frame (JSON array), batched acks",
+            ),
+        };
+        let topic = format!("kpb-produce-{mode}-{run}");
+        create_topic(o, &topic, 1).await?;
+        let (via, cpu, client_cpu) = produce_via_proxy(o, &topic, n, batch, per_frame).await?;
+        note(format!(
+            "produce ({label}): proxy {via:.0} acked records/s, proxy CPU {cpu:.2} s, client CPU {client_cpu:.2} s"
+        ));
+        rows.push(row(
+            &format!("{label}, 1 socket, {n} x {VALUE_BYTES} B, records/s"),
+            format!("{via:.0}"),
+            format!("{direct:.0} (direct librdkafka)"),
+            format!("{:.2}", via / direct),
+            ">= 0.7",
+        ));
+    }
+    Ok(())
+}
+
+/// Records per frame of the JSON-array produce row.
+const ARRAY_RECORDS: u64 = 100;
+
+/// An `acks` frame of `answers=batch`, parsed in one pass.
+#[derive(Deserialize)]
+struct AcksFrame {
+    first: u64,
+    last: u64,
+    /// `[partition, first offset, records]`.
+    runs: Vec<(i32, i64, u64)>,
+}
+
+/// Sends `n` records over one `/v1/produce` socket with up to 10,000 unanswered, `per_frame`
+/// records to a frame (a plain text frame, or a JSON array of `{"value":...}` records), and
+/// counts the answers (checking that `acks` frames follow each other and cover every record);
+/// returns (acked records/s, proxy CPU s, this process's CPU s).
+async fn produce_via_proxy(
+    o: &Opts,
+    topic: &str,
+    n: u64,
+    batch: bool,
+    per_frame: u64,
+) -> Result<(f64, f64, f64)> {
     let proxy = Proxy::start(o, &[]).await?;
+    // Stopped on every path: a proxy left running would hold the benchmark lock (it inherits
+    // flock's descriptor) and its port.
+    let r = drive_produce(&proxy, topic, n, batch, per_frame).await;
+    proxy.stop().await;
+    r
+}
+
+/// The client side of `produce_via_proxy`.
+async fn drive_produce(
+    proxy: &Proxy,
+    topic: &str,
+    n: u64,
+    batch: bool,
+    per_frame: u64,
+) -> Result<(f64, f64, f64)> {
+    let answers = if batch { "&answers=batch" } else { "" };
     let ws = ws_connect(
-        &proxy.url(&format!("/v1/produce?topic={topic}")),
+        &proxy.url(&format!("/v1/produce?topic={topic}{answers}")),
         128 * 1024,
     )
     .await?;
     let (mut sink, mut stream) = ws.split();
     // Records in flight (sent, not acked): the pipelining window.
     let window = Arc::new(Semaphore::new(10_000));
-    let perf = proxy.perf("produce");
+    let perf = proxy.perf(match (batch, per_frame) {
+        (false, _) => "produce",
+        (true, 1) => "produce-batch",
+        _ => "produce-array",
+    });
     let cpu0 = proxy.cpu_secs();
+    let client0 = cpu_secs("/proc/self/stat");
     let start = Instant::now();
     let w2 = window.clone();
     let sender = tokio::spawn(async move {
         let v = String::from_utf8(value(b'w')).unwrap_or_default();
-        for i in 0..n {
-            let permit = match w2.try_acquire() {
+        let array = |records: u64| {
+            let one = serde_json::json!({ "value": v }).to_string();
+            format!("[{}]", vec![one; records as usize].join(","))
+        };
+        let frame = if per_frame == 1 {
+            v.clone()
+        } else {
+            array(per_frame)
+        };
+        // Whole frames, then the rest of `n` in one shorter frame.
+        let rest = n % per_frame;
+        let last = if rest > 0 { Some(array(rest)) } else { None };
+        let frames = (0..n / per_frame)
+            .map(|_| (per_frame, &frame))
+            .chain(last.iter().map(|l| (rest, l)));
+        for (i, (records, frame)) in frames.enumerate() {
+            let permits = u32::try_from(records)?;
+            let permit = match w2.try_acquire_many(permits) {
                 Ok(p) => p,
                 Err(_) => {
                     sink.flush().await?;
-                    w2.acquire().await?
+                    w2.acquire_many(permits).await?
                 }
             };
             permit.forget();
-            sink.feed(Message::Text(v.clone().into())).await?;
+            sink.feed(Message::Text(frame.clone().into())).await?;
             if i % 256 == 255 {
                 sink.flush().await?;
             }
@@ -707,38 +794,41 @@ async fn produce(o: &Opts, run: &str, rows: &mut Vec<Row>) -> Result<()> {
             .ok_or_else(|| anyhow!("produce socket closed after {acks} acks"))??;
         if let Message::Text(t) = m {
             let t = t.as_str();
-            if t.contains("\"type\":\"ack\"") {
+            let answered = if t.starts_with("{\"type\":\"acks\"") {
+                let f: AcksFrame = serde_json::from_str(t)?;
+                let count = (f.last + 1)
+                    .checked_sub(f.first)
+                    .ok_or_else(|| anyhow!("acks frame with last before first: {t}"))?;
+                if f.first != acks + errors + 1 || f.runs.iter().map(|r| r.2).sum::<u64>() != count
+                {
+                    bail!("acks frame does not follow or cover its records: {t}");
+                }
+                acks += count;
+                count
+            } else if t.contains("\"type\":\"ack\"") {
                 acks += 1;
+                1
             } else if t.contains("\"type\":\"error\"") {
                 errors += 1;
                 if first_error.is_empty() {
                     first_error = t.to_string();
                 }
+                1
             } else {
                 continue;
-            }
-            window.add_permits(1);
+            };
+            window.add_permits(answered as usize);
         }
     }
     let via = n as f64 / start.elapsed().as_secs_f64();
     let cpu = proxy.cpu_secs() - cpu0;
+    let client_cpu = cpu_secs("/proc/self/stat") - client0;
     stop_perf(perf);
     let _ = sender.await;
-    proxy.stop().await;
     if errors > 0 {
         bail!("produce: {errors} errors, first: {first_error}");
     }
-    note(format!(
-        "produce: proxy {via:.0} acked records/s, proxy CPU {cpu:.2} s"
-    ));
-    rows.push(row(
-        &format!("produce with acks, 1 socket, {n} x {VALUE_BYTES} B, records/s"),
-        format!("{via:.0}"),
-        format!("{direct:.0} (direct librdkafka)"),
-        format!("{:.2}", via / direct),
-        ">= 0.7",
-    ));
-    Ok(())
+    Ok((via, cpu, client_cpu))
 }
 
 /// CPU seconds (user + system) of the process whose `stat` file this is.

@@ -2,6 +2,7 @@
 //!
 //! Pure: the socket and Kafka live in `crate::produce`. The contract is docs/PROTOCOL.md ("Produce").
 
+use std::borrow::Cow;
 use std::collections::HashMap;
 use std::fmt::Write;
 
@@ -9,7 +10,9 @@ use base64::engine::general_purpose::{GeneralPurpose, GeneralPurposeConfig};
 use base64::engine::DecodePaddingMode;
 use base64::Engine;
 use bytes::Bytes;
-use serde::Serialize;
+use serde::de::Visitor;
+use serde::{Deserialize, Deserializer, Serialize};
+use serde_json::value::RawValue;
 use serde_json::{Map, Value};
 
 use super::consume::Encoding;
@@ -38,11 +41,23 @@ pub struct ProduceRequest {
     /// Encoding of keys, values and header values in JSON records that name none.
     pub encoding: Encoding,
     pub format: FrameFormat,
+    /// How a WebSocket answers stored records (HTTP answers a request in one body).
+    pub answers: Answers,
+}
+
+/// How a produce socket answers records that were stored (`answers` parameter). Errors are
+/// always one frame per record.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Answers {
+    /// One `ack` frame per record (the default).
+    Each,
+    /// Consecutive stored records whose answers are ready together share one `acks` frame.
+    Batch,
 }
 
 /// Parses `GET /v1/produce` parameters: `topic` plus the shared ones.
 pub fn parse_ws(q: &HashMap<String, String>) -> Result<ProduceRequest, ProtocolError> {
-    const KNOWN: &[&str] = &["topic", "key", "partition", "encoding", "format"];
+    const KNOWN: &[&str] = &["topic", "key", "partition", "encoding", "format", "answers"];
     reject_unknown(q, KNOWN)?;
     let topic = match q.get("topic").map(|t| t.trim()) {
         Some(t) if !t.is_empty() => t,
@@ -52,7 +67,17 @@ pub fn parse_ws(q: &HashMap<String, String>) -> Result<ProduceRequest, ProtocolE
             ))
         }
     };
-    parse_common(topic, q)
+    let mut req = parse_common(topic, q)?;
+    req.answers = match q.get("answers").map(String::as_str) {
+        None | Some("each") => Answers::Each,
+        Some("batch") => Answers::Batch,
+        Some(other) => {
+            return Err(ProtocolError::bad_request(format!(
+                "answers must be each or batch, got {other:?}"
+            )))
+        }
+    };
+    Ok(req)
 }
 
 /// Parses `POST /v1/topics/{topic}/records` parameters; the topic comes from the path.
@@ -107,6 +132,7 @@ fn parse_common(topic: &str, q: &HashMap<String, String>) -> Result<ProduceReque
         partition,
         encoding,
         format,
+        answers: Answers::Each,
     })
 }
 
@@ -227,13 +253,95 @@ impl Decoder {
         match self.format {
             FrameFormat::Raw => vec![Ok(self.raw(frame))],
             FrameFormat::Auto if !looks_json => vec![Ok(self.raw(frame))],
-            FrameFormat::Auto | FrameFormat::Json => match serde_json::from_slice::<Value>(&frame) {
+            FrameFormat::Auto | FrameFormat::Json => match self.plain_json(&frame) {
+                Some(records) => records,
+                None => self.json_frame(&frame),
+            },
+        }
+    }
+
+    /// A JSON text frame, parsed into a `Value` tree: the general path, for any frame.
+    fn json_frame(&mut self, frame: &Bytes) -> Vec<Decoded> {
+        match serde_json::from_slice::<Value>(frame) {
                 Ok(v) => self.json(v),
                 Err(e) => vec![Err(self.frame_error(ProtocolError::bad_request(format!(
                     "invalid JSON: {e}; a text frame starting with {{ or [ must be a JSON record or array of records (send plain values with format=raw)"
                 ))))],
-            },
         }
+    }
+
+    /// The fast path for the usual JSON frame: a record or an array of records whose fields are
+    /// all valid and simple (string or null key and value, no headers, no duplicate fields).
+    /// Parses into borrowed fields, with values sliced out of the frame instead of copied.
+    /// `None` for anything else, and the frame then takes the general path, which gives the
+    /// same records (and the errors): so this path must agree with it wherever it answers.
+    fn plain_json(&mut self, frame: &Bytes) -> Option<Vec<Decoded>> {
+        let records: Vec<PlainRecord<'_>> = match frame.trim_ascii_start().first() {
+            Some(b'{') => vec![serde_json::from_slice(frame).ok()?],
+            Some(b'[') => serde_json::from_slice(frame).ok()?,
+            _ => return None,
+        };
+        if records.is_empty() {
+            return None;
+        }
+        let mut out = Vec::with_capacity(records.len());
+        for r in records {
+            out.push(self.plain_record(frame, r)?);
+        }
+        // Numbered only once the whole frame took this path, as the general path numbers them.
+        Some(
+            out.into_iter()
+                .map(|mut r| {
+                    r.seq = self.seq();
+                    Ok(r)
+                })
+                .collect(),
+        )
+    }
+
+    /// One record of `plain_json` (its `seq` is set by the caller); `None` when the general path
+    /// must decide.
+    fn plain_record(&self, frame: &Bytes, r: PlainRecord<'_>) -> Option<Record> {
+        let id = match r.id {
+            None => None,
+            Some(v @ (Value::String(_) | Value::Number(_))) => Some(v),
+            Some(_) => return None,
+        };
+        if r.headers.is_some() {
+            return None;
+        }
+        let encoding = match r.encoding {
+            None => self.encoding,
+            Some(e) => parse_encoding(e).ok()?,
+        };
+        let value = match r.value? {
+            None => None,
+            Some(v) => Some(plain_bytes(frame, v, encoding)?),
+        };
+        let key = match r.key {
+            None => self.key.clone(),
+            Some(None) => None,
+            Some(Some(k)) => Some(plain_bytes(frame, k, encoding)?),
+        };
+        let partition = match r.partition {
+            None => self.partition,
+            Some(None) => None,
+            Some(Some(p)) => Some(i32::try_from(p).ok().filter(|p| *p >= 0)?),
+        };
+        let timestamp = match r.timestamp {
+            None => None,
+            Some(t) if t >= 0 => Some(t),
+            Some(_) => return None,
+        };
+        Some(Record {
+            id,
+            seq: 0,
+            key,
+            value,
+            headers: Vec::new(),
+            partition,
+            timestamp,
+        })
     }
 
     /// An HTTP body. `raw` bodies (text/plain, application/octet-stream or `format=raw`) are one
@@ -411,6 +519,82 @@ impl Decoder {
     }
 }
 
+/// A record as `Decoder::plain_json` reads it. Duplicate or unknown fields, and values of other
+/// types, fail to parse, and the frame takes the general path.
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct PlainRecord<'a> {
+    #[serde(default)]
+    id: Option<Value>,
+    /// Absent, `null`, or a string.
+    #[serde(default, borrow, deserialize_with = "present")]
+    key: Option<Option<Str<'a>>>,
+    /// As `key`; absent is refused by the general path.
+    #[serde(default, borrow, deserialize_with = "present")]
+    value: Option<Option<Str<'a>>>,
+    #[serde(default, deserialize_with = "present")]
+    partition: Option<Option<i64>>,
+    #[serde(default)]
+    timestamp: Option<i64>,
+    #[serde(default, borrow)]
+    encoding: Option<&'a str>,
+    #[serde(default, borrow)]
+    headers: Option<&'a RawValue>,
+}
+
+/// Tells an absent field (`None`) from a `null` one (`Some(None)`).
+fn present<'de, D, T>(d: D) -> Result<Option<Option<T>>, D::Error>
+where
+    D: Deserializer<'de>,
+    T: Deserialize<'de>,
+{
+    Option::<T>::deserialize(d).map(Some)
+}
+
+/// A JSON string, borrowed from the frame when it has no escapes.
+struct Str<'a>(Cow<'a, str>);
+
+impl<'de> Deserialize<'de> for Str<'de> {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        struct V;
+        impl<'de> Visitor<'de> for V {
+            type Value = Str<'de>;
+            fn expecting(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+                f.write_str("a string")
+            }
+            fn visit_borrowed_str<E: serde::de::Error>(self, s: &'de str) -> Result<Str<'de>, E> {
+                Ok(Str(Cow::Borrowed(s)))
+            }
+            fn visit_str<E: serde::de::Error>(self, s: &str) -> Result<Str<'de>, E> {
+                Ok(Str(Cow::Owned(s.to_owned())))
+            }
+            fn visit_string<E: serde::de::Error>(self, s: String) -> Result<Str<'de>, E> {
+                Ok(Str(Cow::Owned(s)))
+            }
+        }
+        d.deserialize_str(V)
+    }
+}
+
+/// The bytes of a key or value string of `plain_json`, as the general path's `decode` makes
+/// them; `None` for invalid base64 (the general path words the error).
+fn plain_bytes(frame: &Bytes, s: Str<'_>, encoding: Encoding) -> Option<Bytes> {
+    match (s.0, encoding) {
+        (s, Encoding::Base64) => BASE64.decode(s.as_bytes()).ok().map(Bytes::from),
+        (Cow::Borrowed(s), Encoding::Text | Encoding::Json) => Some(slice_of(frame, s)),
+        (Cow::Owned(s), Encoding::Text | Encoding::Json) => Some(Bytes::from(s)),
+    }
+}
+
+/// `s` as a slice of `frame` (no copy) when it lies within it, else a copy.
+fn slice_of(frame: &Bytes, s: &str) -> Bytes {
+    let start = (s.as_ptr() as usize).wrapping_sub(frame.as_ptr() as usize);
+    match start.checked_add(s.len()) {
+        Some(end) if start <= frame.len() && end <= frame.len() => frame.slice(start..end),
+        _ => Bytes::copy_from_slice(s.as_bytes()),
+    }
+}
+
 fn header_entry(h: Value, encoding: Encoding) -> Result<(String, Option<Bytes>), ProtocolError> {
     let Value::Object(mut h) = h else {
         return Err(ProtocolError::bad_request(format!(
@@ -489,7 +673,147 @@ pub fn ack_frame(id: &Value, partition: i32, offset: i64) -> String {
 pub fn push_ack_frame(s: &mut String, id: &Value, partition: i32, offset: i64) {
     s.push_str("{\"type\":\"ack\",\"id\":");
     push_json(s, id);
-    let _ = write!(s, ",\"partition\":{partition},\"offset\":{offset}}}");
+    s.push_str(",\"partition\":");
+    push_int(s, partition.into());
+    s.push_str(",\"offset\":");
+    push_int(s, offset);
+    s.push('}');
+}
+
+/// Appends `v` in decimal without `fmt`: a socket writes up to a million acks a second.
+fn push_int(s: &mut String, v: i64) {
+    let mut digits = [0u8; 20];
+    let mut i = digits.len();
+    let mut n = v.unsigned_abs();
+    loop {
+        i -= 1;
+        digits[i] = b'0' + (n % 10) as u8;
+        n /= 10;
+        if n == 0 {
+            break;
+        }
+    }
+    if v < 0 {
+        s.push('-');
+    }
+    for &d in &digits[i..] {
+        s.push(char::from(d));
+    }
+}
+
+/// Records one `acks` frame answers at most, so a frame stays small for any client.
+pub const MAX_BATCH_RECORDS: u64 = 1000;
+
+/// Bytes of client ids one `acks` frame carries at most (ids are any JSON string or number).
+const MAX_BATCH_ID_BYTES: usize = 64 * 1024;
+
+/// One `acks` frame (`answers=batch`): consecutive records, all stored, answered together.
+///
+/// `{"type":"acks","first":F,"last":L,"runs":[[P,O,N],...]}` answers the records numbered F to
+/// L (sequence numbers, as in `ack` frames without a client id). Each run `[P,O,N]` covers the
+/// next N of them, stored in partition P at offsets O, O+1, ..., O+N-1; the runs' N add up to
+/// L-F+1. When any of the records gave an `id`, `"ids":[...]` lists each record's id (its own,
+/// or its sequence number), in order.
+#[derive(Debug, Default)]
+pub struct AcksBatch {
+    first: u64,
+    count: u64,
+    /// `(partition, first offset, records)`.
+    runs: Vec<(i32, i64, u64)>,
+    /// The `ids` array's elements so far, comma-separated; `None` until a record has an id.
+    ids: Option<String>,
+}
+
+impl AcksBatch {
+    pub fn is_empty(&self) -> bool {
+        self.count == 0
+    }
+
+    /// Records in the batch (at most `MAX_BATCH_RECORDS`).
+    pub fn len(&self) -> u32 {
+        // Bounded by `MAX_BATCH_RECORDS` through `is_full`; saturates rather than wraps.
+        u32::try_from(self.count).unwrap_or(u32::MAX)
+    }
+
+    /// Whether the frame should be sent before another record joins it.
+    pub fn is_full(&self) -> bool {
+        self.count >= MAX_BATCH_RECORDS
+            || self
+                .ids
+                .as_ref()
+                .is_some_and(|s| s.len() >= MAX_BATCH_ID_BYTES)
+    }
+
+    /// Adds the next record; `false` (and nothing added) when it does not follow the last one,
+    /// so the caller sends this frame first.
+    pub fn push(&mut self, seq: u64, id: Option<&Value>, partition: i32, offset: i64) -> bool {
+        if self.count == 0 {
+            self.first = seq;
+        } else if seq != self.first + self.count {
+            return false;
+        }
+        match id {
+            Some(id) => {
+                let ids = self.ids.get_or_insert_with(|| {
+                    // Records before the first id are named by their sequence numbers.
+                    let mut s = String::new();
+                    for k in 0..self.count {
+                        let _ = write!(s, "{},", self.first + k);
+                    }
+                    s
+                });
+                push_json(ids, id);
+                ids.push(',');
+            }
+            None => {
+                if let Some(ids) = &mut self.ids {
+                    let _ = write!(ids, "{seq},");
+                }
+            }
+        }
+        match self.runs.last_mut() {
+            Some((p, o, n)) if *p == partition && o.checked_add(*n as i64) == Some(offset) => {
+                *n += 1
+            }
+            _ => self.runs.push((partition, offset, 1)),
+        }
+        self.count += 1;
+        true
+    }
+
+    /// Appends the frame to `s` and empties the batch; nothing when it is empty.
+    pub fn take_frame(&mut self, s: &mut String) {
+        if self.count == 0 {
+            return;
+        }
+        let _ = write!(
+            s,
+            "{{\"type\":\"acks\",\"first\":{},\"last\":{},\"runs\":[",
+            self.first,
+            self.first + self.count - 1
+        );
+        for (i, (p, o, n)) in self.runs.iter().enumerate() {
+            if i > 0 {
+                s.push(',');
+            }
+            s.push('[');
+            push_int(s, (*p).into());
+            s.push(',');
+            push_int(s, *o);
+            s.push(',');
+            push_int(s, i64::try_from(*n).unwrap_or(i64::MAX));
+            s.push(']');
+        }
+        s.push(']');
+        if let Some(ids) = self.ids.take() {
+            s.push_str(",\"ids\":[");
+            s.push_str(ids.strip_suffix(',').unwrap_or(&ids));
+            s.push(']');
+        }
+        s.push('}');
+        self.runs.clear();
+        self.count = 0;
+    }
 }
 
 /// `{"type":"error","id":ID,"code":"...","message":"..."}`.
@@ -499,9 +823,12 @@ pub fn error_frame(id: &Value, error: &ProtocolError) -> String {
 
 fn push_json(s: &mut String, v: &Value) {
     match v {
-        Value::Number(n) => {
-            let _ = write!(s, "{n}");
-        }
+        Value::Number(n) => match n.as_i64() {
+            Some(i) => push_int(s, i),
+            None => {
+                let _ = write!(s, "{n}");
+            }
+        },
         other => s.push_str(&serde_json::to_string(other).unwrap_or_else(|_| "null".into())),
     }
 }
@@ -632,6 +959,13 @@ mod tests {
         let e = parse_ws(&q(&[("topic", "t"), ("grup", "g")])).unwrap_err();
         assert!(e.message.contains("grup"), "{e}");
         assert!(parse_http("t", &q(&[("topic", "t")])).is_err());
+        assert_eq!(r.answers, Answers::Each);
+        let batch = parse_ws(&q(&[("topic", "t"), ("answers", "batch")])).unwrap();
+        assert_eq!(batch.answers, Answers::Batch);
+        let e = parse_ws(&q(&[("topic", "t"), ("answers", "all")])).unwrap_err();
+        assert!(e.message.contains("each or batch"), "{e}");
+        // HTTP answers a request in one body; the parameter is the socket's only.
+        assert!(parse_http("t", &q(&[("answers", "batch")])).is_err());
         assert_eq!(
             parse_http("t", &q(&[("format", "raw")])).unwrap().format,
             FrameFormat::Raw
@@ -806,6 +1140,21 @@ mod tests {
             r#"{"type":"ack","id":3,"partition":1,"offset":42}"#
         );
         assert_eq!(
+            ack_frame(&Value::from(u64::MAX), -1, i64::MIN),
+            format!(
+                r#"{{"type":"ack","id":{},"partition":-1,"offset":{}}}"#,
+                u64::MAX,
+                i64::MIN
+            )
+        );
+        assert_eq!(
+            ack_frame(&Value::from(-2.5), 7, i64::MAX),
+            format!(
+                r#"{{"type":"ack","id":-2.5,"partition":7,"offset":{}}}"#,
+                i64::MAX
+            )
+        );
+        assert_eq!(
             ack_frame(&Value::from("a\"b"), 0, 0),
             r#"{"type":"ack","id":"a\"b","partition":0,"offset":0}"#
         );
@@ -826,5 +1175,189 @@ mod tests {
         );
         assert_eq!(http_batch_status(&[Ok((0, 1))]), 200);
         assert_eq!(http_batch_status(&[Ok((0, 1)), Err(e)]), 207);
+    }
+
+    #[test]
+    fn acks_batches() {
+        let frame = |b: &mut AcksBatch| {
+            let mut s = String::new();
+            b.take_frame(&mut s);
+            s
+        };
+        let mut b = AcksBatch::default();
+        assert!(b.is_empty());
+        assert_eq!(frame(&mut b), "", "an empty batch is no frame");
+        // Consecutive offsets of one partition make one run; a gap or another partition a new one.
+        for (seq, p, o) in [(5, 0, 40), (6, 0, 41), (7, 0, 42), (8, 1, 7), (9, 0, 50)] {
+            assert!(b.push(seq, None, p, o));
+        }
+        assert!(
+            !b.push(11, None, 0, 51),
+            "a record that does not follow is refused"
+        );
+        let f = frame(&mut b);
+        assert_eq!(
+            f,
+            r#"{"type":"acks","first":5,"last":9,"runs":[[0,40,3],[1,7,1],[0,50,1]]}"#
+        );
+        assert!(serde_json::from_str::<Value>(&f).is_ok());
+        assert!(b.is_empty());
+        // Once a record has an id, every record gets one: its own or its sequence number.
+        assert!(b.push(10, None, 0, 51));
+        assert!(b.push(11, Some(&Value::from("a\"b")), 0, 52));
+        assert!(b.push(12, None, 0, 53));
+        assert!(b.push(13, Some(&Value::from(7)), 2, 0));
+        let f = frame(&mut b);
+        assert_eq!(
+            f,
+            r#"{"type":"acks","first":10,"last":13,"runs":[[0,51,3],[2,0,1]],"ids":[10,"a\"b",12,7]}"#
+        );
+        assert_eq!(serde_json::from_str::<Value>(&f).unwrap()["ids"][1], "a\"b");
+        // The next frame starts afresh, without ids.
+        assert!(b.push(14, None, 0, 54));
+        assert_eq!(
+            frame(&mut b),
+            r#"{"type":"acks","first":14,"last":14,"runs":[[0,54,1]]}"#
+        );
+        for seq in 1..=MAX_BATCH_RECORDS {
+            assert!(!b.is_full());
+            assert!(b.push(seq, None, 0, seq as i64));
+        }
+        assert!(b.is_full());
+    }
+
+    /// The fast path for plain JSON records must decode exactly as the general path wherever
+    /// it answers: same records, same numbering, same errors (by leaving those frames alone).
+    #[test]
+    fn plain_json_agrees_with_the_general_path() {
+        let fields: &[&[&str]] = &[
+            &[
+                r#""id":7"#,
+                r#""id":"a\"b""#,
+                r#""id":null"#,
+                r#""id":1.5"#,
+                r#""id":[1]"#,
+            ],
+            &[
+                r#""key":"k""#,
+                r#""key":null"#,
+                r#""key":"\u00e9\n""#,
+                r#""key":"AP8=""#,
+                r#""key":3"#,
+            ],
+            &[
+                r#""value":"v""#,
+                r#""value":null"#,
+                r#""value":"caf\u00e9 \"q\"""#,
+                r#""value":"aGk""#,
+                r#""value":{"a":1}"#,
+                r#""value":"%%""#,
+                r#""value":"""#,
+            ],
+            &[
+                r#""partition":1"#,
+                r#""partition":null"#,
+                r#""partition":-1"#,
+                r#""partition":1.0"#,
+                r#""partition":3000000000"#,
+            ],
+            &[
+                r#""timestamp":1700000000000"#,
+                r#""timestamp":null"#,
+                r#""timestamp":-5"#,
+            ],
+            &[
+                r#""encoding":"text""#,
+                r#""encoding":"json""#,
+                r#""encoding":"base64""#,
+                r#""encoding":"hex""#,
+                r#""encoding":null"#,
+            ],
+            &[
+                r#""headers":null"#,
+                r#""headers":{"h":"x"}"#,
+                r#""headers":[]"#,
+            ],
+            &[r#""valeu":"x""#, r#""value":"again""#],
+        ];
+        // A fixed xorshift sequence: the same cases every run.
+        let mut state = 0x2545_f491_4f6c_dd1d_u64;
+        let mut next = |n: usize| {
+            state ^= state << 13;
+            state ^= state >> 7;
+            state ^= state << 17;
+            (state % n as u64) as usize
+        };
+        let mut frames = vec![
+            r#"{"value":"x"}"#.to_string(),
+            r#"[{"value":"a"},{"value":"b","key":"k"}]"#.to_string(),
+            r#" [ {"value":"a"} , {"value":null} ] "#.to_string(),
+            "[]".to_string(),
+            "[1]".to_string(),
+            r#"[{"value":"a"},2]"#.to_string(),
+            r#"{"value":"x"} trailing"#.to_string(),
+            r#"{"key":"k"}"#.to_string(),
+            "{".to_string(),
+        ];
+        for _ in 0..4000 {
+            let mut record = Vec::new();
+            for (i, group) in fields.iter().enumerate() {
+                // Each field is left out now and then, the last (bad) group mostly; two times
+                // in three it takes one of its first (valid) choices.
+                let leave_out = if i == fields.len() - 1 {
+                    next(8) > 0
+                } else {
+                    next(5) == 0
+                };
+                if !leave_out {
+                    let choices = if next(3) > 0 {
+                        group.len().min(3)
+                    } else {
+                        group.len()
+                    };
+                    record.push(group[next(choices)]);
+                }
+            }
+            let record = format!("{{{}}}", record.join(","));
+            frames.push(if next(2) == 0 {
+                record
+            } else {
+                format!("[{record},{{\"value\":\"tail\"}}]")
+            });
+        }
+        let mut fast = 0;
+        for params in [
+            &[][..],
+            &[("encoding", "json")][..],
+            &[("encoding", "base64")][..],
+            &[("key", "dk"), ("partition", "2")][..],
+            &[("format", "json")][..],
+        ] {
+            for f in &frames {
+                let frame = Bytes::from(f.clone());
+                let mut a = dec(params);
+                let mut b = dec(params);
+                // Numbering continues across frames: start both past a first record.
+                a.text(Bytes::from_static(b"first"));
+                b.text(Bytes::from_static(b"first"));
+                let general = b.json_frame(&frame);
+                if let Some(plain) = a.plain_json(&frame) {
+                    fast += 1;
+                    assert_eq!(plain, general, "{f} with {params:?}");
+                    assert_eq!(a.next_seq, b.next_seq, "{f}");
+                }
+                // Whichever path a frame takes, the decoder's answer is the general path's.
+                let mut c = dec(params);
+                c.text(Bytes::from_static(b"first"));
+                assert_eq!(c.text(frame), general, "{f} with {params:?}");
+            }
+        }
+        assert!(fast > 1000, "the fast path took only {fast} frames");
+        // Values are sliced out of the frame, not copied.
+        let frame = Bytes::from_static(br#"{"value":"sliced"}"#);
+        let r = dec(&[]).plain_json(&frame).unwrap().remove(0).unwrap();
+        let v = r.value.unwrap();
+        assert_eq!(v, &b"sliced"[..]);
+        assert!(frame.as_ptr_range().contains(&v.as_ptr()));
     }
 }
