@@ -404,9 +404,15 @@ fn kafka_only(o: &Opts) -> Opts {
 // ------------------------------------------------------------------ WebSocket client
 
 async fn ws_connect(url: &str, read_buffer: usize) -> Result<Ws> {
+    ws_connect_with(url, read_buffer, 0).await
+}
+
+/// `write_buffer` 0 writes every frame at once (the readers send almost nothing); a sender of
+/// many frames gathers them until its flush, one `send` for many frames.
+async fn ws_connect_with(url: &str, read_buffer: usize, write_buffer: usize) -> Result<Ws> {
     let cfg = WebSocketConfig::default()
         .read_buffer_size(read_buffer)
-        .write_buffer_size(0);
+        .write_buffer_size(write_buffer);
     let (ws, _) = tokio_tungstenite::connect_async_with_config(url, Some(cfg), true).await?;
     Ok(ws)
 }
@@ -724,6 +730,9 @@ async fn produce_via_proxy(
     r
 }
 
+/// Window credits the produce client waits for at once when its window is full.
+const REFILL: u64 = 1000;
+
 /// The client side of `produce_via_proxy`.
 async fn drive_produce(
     proxy: &Proxy,
@@ -733,9 +742,10 @@ async fn drive_produce(
     per_frame: u64,
 ) -> Result<(f64, f64, f64)> {
     let answers = if batch { "&answers=batch" } else { "" };
-    let ws = ws_connect(
+    let ws = ws_connect_with(
         &proxy.url(&format!("/v1/produce?topic={topic}{answers}")),
         128 * 1024,
+        64 * 1024,
     )
     .await?;
     let (mut sink, mut stream) = ws.split();
@@ -767,16 +777,24 @@ async fn drive_produce(
         let frames = (0..n / per_frame)
             .map(|_| (per_frame, &frame))
             .chain(last.iter().map(|l| (rest, l)));
+        // Credits taken from the window but not yet used. When they run out the client flushes
+        // and waits for a refill of many at once, as a pipelining producer does: taking them
+        // one answer at a time would cost a wake-up and a flush (a syscall) per record on both
+        // sides once the window is full.
+        let mut credits: u64 = 0;
         for (i, (records, frame)) in frames.enumerate() {
-            let permits = u32::try_from(records)?;
-            let permit = match w2.try_acquire_many(permits) {
-                Ok(p) => p,
-                Err(_) => {
-                    sink.flush().await?;
-                    w2.acquire_many(permits).await?
+            if credits < records {
+                let want = u32::try_from(records.max(REFILL))?;
+                match w2.try_acquire_many(want) {
+                    Ok(p) => p.forget(),
+                    Err(_) => {
+                        sink.flush().await?;
+                        w2.acquire_many(want).await?.forget();
+                    }
                 }
-            };
-            permit.forget();
+                credits += u64::from(want);
+            }
+            credits -= records;
             sink.feed(Message::Text(frame.clone().into())).await?;
             if i % 256 == 255 {
                 sink.flush().await?;
