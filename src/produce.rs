@@ -47,10 +47,12 @@ use crate::shutdown::Shutdown;
 use crate::socket;
 
 /// Records of one socket read but not yet answered (in the producer, awaiting delivery, or
-/// queued as acks). At the limit the socket is not read, so TCP pushes back on the client.
-/// Large enough to keep librdkafka's batches full (1000 measured about 20% slower); cheap,
-/// because a sent record's bytes live in librdkafka's bounded queue and only its answer is held.
-pub const MAX_IN_FLIGHT: usize = 10_000;
+/// queued as acks) unless the socket asks for another `window`. At the limit the socket is not
+/// read, so TCP pushes back on the client. Large enough to keep librdkafka's batches full (1000
+/// measured about 20% slower); cheap, because a sent record's bytes live in librdkafka's bounded
+/// queue and only its answer is held. A larger window hides more of the acks=all round trip
+/// (50,000 measured about 40% faster with batched answers).
+pub const MAX_IN_FLIGHT: usize = wire::DEFAULT_WINDOW;
 
 /// How often a record refused with `QueueFull` is offered to librdkafka again. librdkafka has no
 /// "space available" signal; the socket is not read meanwhile.
@@ -914,7 +916,7 @@ impl<'a, S: Transport> Session<'a, S> {
                 }
             }
         }
-        if reading && self.blocked.is_empty() && self.outstanding() < MAX_IN_FLIGHT {
+        if reading && self.blocked.is_empty() && self.outstanding() < self.req.window {
             match self.poll_read(cx) {
                 Poll::Ready(Some(end)) => return Poll::Ready(Io::ReadEnd(end)),
                 Poll::Ready(None) => return Poll::Ready(Io::Work),
@@ -1008,7 +1010,7 @@ impl<'a, S: Transport> Session<'a, S> {
             }
             if frames >= READ_BATCH_FRAMES
                 || bytes >= READ_BATCH_BYTES
-                || self.outstanding() >= MAX_IN_FLIGHT
+                || self.outstanding() >= self.req.window
             {
                 return Poll::Ready(None);
             }

@@ -43,7 +43,16 @@ pub struct ProduceRequest {
     pub format: FrameFormat,
     /// How a WebSocket answers stored records (HTTP answers a request in one body).
     pub answers: Answers,
+    /// Records a WebSocket may have unanswered before the proxy stops reading it (`window`).
+    pub window: usize,
 }
+
+/// Unanswered records per produce socket unless it asks for another `window`.
+pub const DEFAULT_WINDOW: usize = 10_000;
+
+/// Largest `window` a produce socket may ask for: its answers are held in the proxy (a few
+/// hundred bytes each at most) and its records in librdkafka's queue, which is shared and bounded.
+pub const MAX_WINDOW: usize = 100_000;
 
 /// How a produce socket answers records that were stored (`answers` parameter). Errors are
 /// always one frame per record.
@@ -57,7 +66,15 @@ pub enum Answers {
 
 /// Parses `GET /v1/produce` parameters: `topic` plus the shared ones.
 pub fn parse_ws(q: &HashMap<String, String>) -> Result<ProduceRequest, ProtocolError> {
-    const KNOWN: &[&str] = &["topic", "key", "partition", "encoding", "format", "answers"];
+    const KNOWN: &[&str] = &[
+        "topic",
+        "key",
+        "partition",
+        "encoding",
+        "format",
+        "answers",
+        "window",
+    ];
     reject_unknown(q, KNOWN)?;
     let topic = match q.get("topic").map(|t| t.trim()) {
         Some(t) if !t.is_empty() => t,
@@ -77,6 +94,15 @@ pub fn parse_ws(q: &HashMap<String, String>) -> Result<ProduceRequest, ProtocolE
             )))
         }
     };
+    if let Some(w) = q.get("window") {
+        let w = parse_int::<usize>("window", w)?;
+        if w == 0 || w > MAX_WINDOW {
+            return Err(ProtocolError::bad_request(format!(
+                "window must be between 1 and {MAX_WINDOW}"
+            )));
+        }
+        req.window = w;
+    }
     Ok(req)
 }
 
@@ -133,6 +159,7 @@ fn parse_common(topic: &str, q: &HashMap<String, String>) -> Result<ProduceReque
         encoding,
         format,
         answers: Answers::Each,
+        window: DEFAULT_WINDOW,
     })
 }
 
@@ -966,6 +993,14 @@ mod tests {
         assert!(e.message.contains("each or batch"), "{e}");
         // HTTP answers a request in one body; the parameter is the socket's only.
         assert!(parse_http("t", &q(&[("answers", "batch")])).is_err());
+        assert_eq!(r.window, DEFAULT_WINDOW);
+        let w = parse_ws(&q(&[("topic", "t"), ("window", "50000")])).unwrap();
+        assert_eq!(w.window, 50_000);
+        for bad in ["0", "100001", "-1", "many"] {
+            let e = parse_ws(&q(&[("topic", "t"), ("window", bad)])).unwrap_err();
+            assert!(e.message.contains("window"), "{bad}: {e}");
+        }
+        assert!(parse_http("t", &q(&[("window", "10")])).is_err());
         assert_eq!(
             parse_http("t", &q(&[("format", "raw")])).unwrap().format,
             FrameFormat::Raw
