@@ -649,10 +649,10 @@ async fn produce(o: &Opts, run: &str, rows: &mut Vec<Row>) -> Result<()> {
         create_topic(o, &direct_topic, 1).await?;
         // Baseline: the proxy's own producer settings (src/kafka.rs), driven directly.
         let ko = kafka_only(o);
-        let direct =
+        let (direct, direct_cpu) =
             tokio::task::spawn_blocking(move || direct_produce(&ko, &direct_topic, n)).await??;
         note(format!(
-            "produce round {}: direct librdkafka {direct:.0} records/s",
+            "produce round {}: direct librdkafka {direct:.0} records/s, CPU {direct_cpu:.2} s",
             round + 1
         ));
         directs.push(direct);
@@ -712,7 +712,7 @@ fn median(v: &[f64]) -> f64 {
 
 /// The baseline: `n` records through a `ThreadedProducer` with the proxy's producer settings,
 /// warmed up first; records per second from the first send to the last delivery report.
-fn direct_produce(ko: &Opts, direct_topic: &str, n: u64) -> Result<f64> {
+fn direct_produce(ko: &Opts, direct_topic: &str, n: u64) -> Result<(f64, f64)> {
     let ctx = Counting {
         ok: AtomicU64::new(0),
         failed: AtomicU64::new(0),
@@ -731,6 +731,7 @@ fn direct_produce(ko: &Opts, direct_topic: &str, n: u64) -> Result<f64> {
         .map_err(|(e, _)| e)?;
     p.flush(Duration::from_secs(10))?;
     let n0 = p.context().ok.load(Relaxed);
+    let cpu0 = cpu_secs("/proc/self/stat");
     let start = Instant::now();
     let mut sent = 0;
     while sent < n {
@@ -752,7 +753,8 @@ fn direct_produce(ko: &Opts, direct_topic: &str, n: u64) -> Result<f64> {
     if ctx.failed.load(Relaxed) > 0 {
         bail!("direct producer: {} failed", ctx.failed.load(Relaxed));
     }
-    Ok(n as f64 / start.elapsed().as_secs_f64())
+    let rate = n as f64 / start.elapsed().as_secs_f64();
+    Ok((rate, cpu_secs("/proc/self/stat") - cpu0))
 }
 
 /// Records per frame of the JSON-array produce row.
