@@ -468,20 +468,7 @@ fn write_str(buf: &mut Vec<u8>, s: &str) {
 /// Decimal digits without going through `fmt` (this runs for every record).
 fn write_int(buf: &mut Vec<u8>, v: i64) {
     let mut digits = [0u8; 20];
-    let mut i = digits.len();
-    let mut n = v.unsigned_abs();
-    loop {
-        i -= 1;
-        digits[i] = b'0' + (n % 10) as u8;
-        n /= 10;
-        if n == 0 {
-            break;
-        }
-    }
-    if v < 0 {
-        buf.push(b'-');
-    }
-    buf.extend_from_slice(&digits[i..]);
+    buf.extend_from_slice(super::decimal(v, &mut digits));
 }
 
 /// Text encoding: valid UTF-8 as is (checked with the fast validator), otherwise lossily.

@@ -210,6 +210,26 @@ pub fn validate_topic(topic: &str) -> Result<(), ProtocolError> {
     }
 }
 
+/// `v` in decimal ASCII, written into `out` without `fmt`: the encoders write an offset for every
+/// record and every ack. Twenty bytes hold any `i64` with its sign.
+pub(crate) fn decimal(v: i64, out: &mut [u8; 20]) -> &[u8] {
+    let mut i = out.len();
+    let mut n = v.unsigned_abs();
+    loop {
+        i -= 1;
+        out[i] = b'0' + (n % 10) as u8;
+        n /= 10;
+        if n == 0 {
+            break;
+        }
+    }
+    if v < 0 {
+        i -= 1;
+        out[i] = b'-';
+    }
+    &out[i..]
+}
+
 /// Builds a query map for unit tests.
 #[cfg(test)]
 pub(crate) fn query(pairs: &[(&str, &str)]) -> std::collections::HashMap<String, String> {
@@ -231,6 +251,14 @@ mod tests {
             let cc = c.close_code();
             assert!(cc == 1001 || (4000..5000).contains(&cc), "{c:?}");
             assert!(seen.insert(cc), "duplicate close code {cc}");
+        }
+    }
+
+    #[test]
+    fn decimal_writes_every_i64() {
+        for v in [0, 7, -7, 10, 1_000_000, i64::MAX, i64::MIN] {
+            let mut d = [0u8; 20];
+            assert_eq!(decimal(v, &mut d), v.to_string().as_bytes());
         }
     }
 

@@ -710,20 +710,7 @@ pub fn push_ack_frame(s: &mut String, id: &Value, partition: i32, offset: i64) {
 /// Appends `v` in decimal without `fmt`: a socket writes up to a million acks a second.
 fn push_int(s: &mut String, v: i64) {
     let mut digits = [0u8; 20];
-    let mut i = digits.len();
-    let mut n = v.unsigned_abs();
-    loop {
-        i -= 1;
-        digits[i] = b'0' + (n % 10) as u8;
-        n /= 10;
-        if n == 0 {
-            break;
-        }
-    }
-    if v < 0 {
-        s.push('-');
-    }
-    for &d in &digits[i..] {
+    for &d in super::decimal(v, &mut digits) {
         s.push(char::from(d));
     }
 }
