@@ -26,7 +26,7 @@ use tokio::sync::{broadcast, mpsc, oneshot};
 use crate::config::Config;
 use crate::kafka::{Kafka, SessionContext, StartPlan};
 use crate::metrics::{now_ms, SessionMeta, SessionStats};
-use crate::protocol::consume::{partitions_frame, BatchWriter, Encoding, Format};
+use crate::protocol::consume::{parse_encoding, partitions_frame, BatchWriter, Encoding, Format};
 use crate::protocol::{validate_topic, ErrorCode, ProtocolError};
 use crate::server::{configure, require_upgrade, AppState, HttpError};
 use crate::shutdown::Shutdown;
@@ -373,15 +373,9 @@ pub fn parse(q: &HashMap<String, String>) -> Result<(String, Encoding), Protocol
         }
     };
     validate_topic(topic)?;
-    let enc = match q.get("encoding").map(String::as_str) {
-        None | Some("text") => Encoding::Text,
-        Some("json") => Encoding::Json,
-        Some("base64") => Encoding::Base64,
-        Some(other) => {
-            return Err(ProtocolError::bad_request(format!(
-                "encoding must be text, json or base64, got {other:?}"
-            )))
-        }
+    let enc = match q.get("encoding") {
+        Some(e) => parse_encoding(e)?,
+        None => Encoding::Text,
     };
     Ok((topic.to_string(), enc))
 }
@@ -534,17 +528,14 @@ async fn follow(
                 }
                 // Fell behind the ring: the next frame received tells how many records were skipped.
                 Err(broadcast::error::RecvError::Lagged(_)) => continue,
-                Ok(Event::Failed(e)) => {
-                    let _ = crate::socket::send_within(
-                        &mut socket,
-                        Message::Text(e.frame().into()),
-                        stall,
-                    )
-                    .await;
-                    break 'session End::Close(e.code.close_code(), e.close_reason());
-                }
-                Err(broadcast::error::RecvError::Closed) => {
-                    let e = ProtocolError::new(ErrorCode::Internal, "tail reader stopped");
+                ev @ (Ok(Event::Failed(_)) | Err(broadcast::error::RecvError::Closed)) => {
+                    let e = match ev {
+                        Ok(Event::Failed(e)) => e,
+                        _ => Arc::new(ProtocolError::new(
+                            ErrorCode::Internal,
+                            "tail reader stopped",
+                        )),
+                    };
                     let _ = crate::socket::send_within(
                         &mut socket,
                         Message::Text(e.frame().into()),

@@ -54,6 +54,18 @@ pub enum Encoding {
     Base64,
 }
 
+/// Parses an `encoding` parameter or record field: `text`, `json` or `base64`.
+pub fn parse_encoding(raw: &str) -> Result<Encoding, ProtocolError> {
+    match raw {
+        "text" => Ok(Encoding::Text),
+        "json" => Ok(Encoding::Json),
+        "base64" => Ok(Encoding::Base64),
+        other => Err(ProtocolError::bad_request(format!(
+            "encoding must be text, json or base64, got {other:?}"
+        ))),
+    }
+}
+
 /// The frame layout a socket receives.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Format {
@@ -288,15 +300,9 @@ pub fn parse_v1(q: &HashMap<String, String>) -> Result<ConsumeRequest, ProtocolE
             "without a group there are no committed offsets: give from, offset or timestamp",
         ));
     }
-    let encoding = match q.get("encoding").map(String::as_str) {
-        None | Some("text") => Encoding::Text,
-        Some("json") => Encoding::Json,
-        Some("base64") => Encoding::Base64,
-        Some(other) => {
-            return Err(ProtocolError::bad_request(format!(
-                "encoding must be text, json or base64, got {other:?}"
-            )))
-        }
+    let encoding = match q.get("encoding") {
+        Some(e) => parse_encoding(e)?,
+        None => Encoding::Text,
     };
     let window = match q.get("window") {
         Some(w) => {

@@ -15,7 +15,7 @@ use serde::{Deserialize, Deserializer, Serialize};
 use serde_json::value::RawValue;
 use serde_json::{Map, Value};
 
-use super::consume::Encoding;
+use super::consume::{parse_encoding, Encoding};
 use super::{parse_int, validate_topic, ErrorCode, ProtocolError};
 
 /// How text frames (and HTTP bodies) are read.
@@ -161,17 +161,6 @@ fn parse_common(topic: &str, q: &HashMap<String, String>) -> Result<ProduceReque
         answers: Answers::Each,
         window: DEFAULT_WINDOW,
     })
-}
-
-fn parse_encoding(raw: &str) -> Result<Encoding, ProtocolError> {
-    match raw {
-        "text" => Ok(Encoding::Text),
-        "json" => Ok(Encoding::Json),
-        "base64" => Ok(Encoding::Base64),
-        other => Err(ProtocolError::bad_request(format!(
-            "encoding must be text, json or base64, got {other:?}"
-        ))),
-    }
 }
 
 /// One record to produce.
