@@ -1,36 +1,42 @@
 //! kafka-proxy: Apache Kafka behind WebSocket and HTTP.
 //!
 //! # Layout
-//! - [`config`]: startup options (CLI, `KAFKA_PROXY_*`, TOML), validated before binding.
-//! - [`server`]: routes, authentication and limits before the upgrade; hands sockets to sessions.
-//! - [`auth`]: the seed's `basic <password>` header and RFC 7617 Basic, in constant time.
-//! - [`protocol`]: the wire contract, pure and unit-tested: parameters, frames, error codes.
-//! - [`session`]: one consume socket: consumer, batching, window, backpressure, commits.
-//! - [`tail`]: live tail without a group: one shared Kafka read per topic, fanned out to sockets.
-//! - [`produce`]: produce sockets and the HTTP produce endpoint.
-//! - [`kafka`]: librdkafka clients, metadata look-ups, the session consumer's rebalance hooks.
-//!   Sessions read their records in batches through `rdkafka-batch` (`crates/rdkafka-batch`),
-//!   the project's only `unsafe` code, kept out of this crate.
-//! - [`metrics`]: counters, the session registry, `/metrics` and the seed's stats log.
-//! - [`shutdown`]: the stop signal and the wait for sessions to drain.
-//! - [`socket`]: WebSocket plumbing shared by sessions: bounded sends, read-error mapping.
+//! Layers, lowest first. A module imports only from layers below it (or its own), and
+//! `tests/layers.rs` fails when one does not. docs/ARCHITECTURE.md shows the data paths.
 //!
-//! Data flows one way: Kafka -> session -> encoder -> socket, and socket -> decoder -> producer ->
-//! ack for produce.
+//! 1. [`protocol`], [`config`], [`shutdown`], [`metrics`]: the wire contract (parameters,
+//!    frames, error and close codes; pure), startup options with their one source of defaults,
+//!    the stop signal, and counters with the session registry.
+//! 2. [`access`]: `authn` (credentials to a principal), `authz` (principal + action + resource
+//!    to allow or deny), `admission` (the session cap and shutdown).
+//! 3. [`kafka`]: the only module that uses librdkafka: shared clients and metadata look-ups
+//!    (`metadata`), session consumers with their rebalance events and batch fetch queue
+//!    (`consumer`; the queue's `unsafe` code is `crates/rdkafka-batch`), the shared producer
+//!    with its delivery routing (`producer`), and records as the use cases see them (`record`).
+//! 4. [`transport`]: `ws`, the one WebSocket driver: queued writes, pings, dead-peer and stall
+//!    detection, typed read errors, and every end's close code.
+//! 5. [`flow`]: the use cases: `consume` (batching, window, backpressure), `ledger` (the ack
+//!    ledger, pure), `tail` (hub and shared readers), `produce` (answer order and window;
+//!    `produce::socket`, `produce::batch` for HTTP).
+//! 6. [`http`]: the only module that serves HTTP: router, the request gate (`gate`: limit ->
+//!    authenticate -> parse -> authorize -> upgrade), thin handlers per endpoint, `ops`
+//!    (healthz, readyz, metrics) and `admin`.
+//!
+//! Records flow one way: Kafka -> `kafka::consumer` -> `flow::consume` or `flow::tail` ->
+//! `protocol` encoder -> `transport::ws` -> socket; and socket -> `transport::ws` ->
+//! `protocol::produce` decoder -> `flow::produce` -> `kafka::producer` -> ack.
 
 #![forbid(unsafe_code)]
 
-pub mod auth;
+pub mod access;
 pub mod config;
+pub mod flow;
+pub mod http;
 pub mod kafka;
 pub mod metrics;
-pub mod produce;
 pub mod protocol;
-pub mod server;
-pub mod session;
 pub mod shutdown;
-pub mod socket;
-pub mod tail;
+pub mod transport;
 
 use std::sync::Arc;
 
@@ -64,23 +70,20 @@ pub async fn run(
     let kafka = Arc::new(kafka::Kafka::new(config.clone())?);
     let metrics = Arc::new(metrics::Metrics::default());
     let (token, drained) = shutdown::tracker();
-    let state = server::AppState {
-        config: config.clone(),
-        kafka: kafka.clone(),
-        metrics: metrics.clone(),
-        auth: auth::Authenticator::new(config.auth.clone()),
-        tail: Arc::new(tail::Hub::new(kafka.clone())),
-        limiter: Arc::new(tokio::sync::Semaphore::new(config.max_connections)),
-        shutdown: shutdown.clone(),
+    let state = http::AppState::new(
+        config.clone(),
+        kafka.clone(),
+        metrics.clone(),
+        shutdown.clone(),
         token,
-    };
+    );
     if let Some(every) = config.stats_interval {
         tokio::spawn(metrics.clone().stats_log(every));
     }
-    let app = server::router(state);
+    let app = http::router(state);
     let grace = config.shutdown_grace;
     let mut stop = shutdown.clone();
-    let serve = tokio::spawn(server::serve(listener, app, shutdown.clone()));
+    let serve = tokio::spawn(http::serve(listener, app, shutdown.clone()));
     stop.wait().await;
     let deadline = tokio::time::Instant::now() + grace;
     tracing::info!(sessions = metrics.active(), "shutting down");
@@ -100,12 +103,7 @@ pub async fn run(
     let left = deadline
         .saturating_duration_since(tokio::time::Instant::now())
         .max(std::time::Duration::from_millis(200));
-    let k = kafka.clone();
-    let _ = tokio::task::spawn_blocking(move || {
-        use rdkafka::producer::Producer;
-        let _ = k.producer.flush(left);
-    })
-    .await;
+    kafka.flush(left).await;
     Ok(())
 }
 

@@ -54,6 +54,8 @@ pub struct SessionMeta {
     pub topics: Vec<String>,
     pub group: Option<String>,
     pub peer: String,
+    /// Who the session belongs to (`anonymous` without auth).
+    pub principal: String,
 }
 
 struct Entry {

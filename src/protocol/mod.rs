@@ -4,6 +4,7 @@
 
 pub mod consume;
 pub mod produce;
+pub mod tail;
 
 use serde::Serialize;
 

@@ -1,22 +1,13 @@
-//! Client authentication: the seed's `Authorization: basic <password>` and RFC 7617 Basic.
-//!
-//! Secrets are compared in constant time and never logged.
+//! Authentication: credentials to a `Principal`. Today the seed's `Authorization: basic
+//! <password>` and RFC 7617 Basic; secrets are compared in constant time and never logged.
 
 use base64::Engine;
 use sha2::{Digest, Sha256};
 use subtle::ConstantTimeEq;
 
+use super::Principal;
 use crate::config::Secret;
 use crate::protocol::{ErrorCode, ProtocolError};
-
-/// Who a request authenticated as.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub enum Principal {
-    /// No `auth` is configured: everyone is anonymous and allowed.
-    Anonymous,
-    /// Authenticated with the shared password; carries the Basic user name when one was sent.
-    Password { user: Option<String> },
-}
 
 /// Checks credentials against the configured shared password.
 #[derive(Debug, Clone)]

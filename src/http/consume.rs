@@ -1,0 +1,88 @@
+//! `GET /` (the seed's consume) and `GET /v1/consume`: gate, then a consume session.
+
+use std::net::SocketAddr;
+
+use axum::extract::{ConnectInfo, State};
+use axum::http::HeaderMap;
+use axum::response::{IntoResponse, Response};
+
+use super::gate::{consume_wants, Admitted, Endpoint, Params, Slot, Ws};
+use super::{configure, AppState, HttpError};
+use crate::flow;
+use crate::metrics::SessionMeta;
+use crate::protocol::consume::{self, ConsumeRequest};
+
+const HINT: &str = "wscat --connect \"ws://HOST:PORT/?topic=T&consumerGroup=G\"";
+
+fn wants(req: &ConsumeRequest) -> Vec<(crate::access::Action, crate::access::Resource)> {
+    consume_wants(&req.topics, req.group.as_deref())
+}
+
+/// `GET /?topic=T&consumerGroup=G[&offset=N][&partition=P]`.
+pub async fn seed(
+    State(state): State<AppState>,
+    ConnectInfo(peer): ConnectInfo<SocketAddr>,
+    headers: HeaderMap,
+    q: Params,
+    ws: Ws,
+) -> Result<Response, HttpError> {
+    let default_partition = state.config.partition;
+    let endpoint = Endpoint {
+        slot: Slot::Session,
+        parse: |q: &_| consume::parse_seed(q, default_partition),
+        wants,
+    };
+    let (admitted, ws) = state.ws_gate(&headers, q, ws, HINT, endpoint)?;
+    Ok(upgrade(state, peer, admitted, ws, "seed"))
+}
+
+/// `GET /v1/consume?topic=T[,U]&group=G|partition=P[...]`.
+pub async fn v1(
+    State(state): State<AppState>,
+    ConnectInfo(peer): ConnectInfo<SocketAddr>,
+    headers: HeaderMap,
+    q: Params,
+    ws: Ws,
+) -> Result<Response, HttpError> {
+    let endpoint = Endpoint {
+        slot: Slot::Session,
+        parse: consume::parse_v1,
+        wants,
+    };
+    let (admitted, ws) = state.ws_gate(&headers, q, ws, HINT, endpoint)?;
+    Ok(upgrade(state, peer, admitted, ws, "consume"))
+}
+
+fn upgrade(
+    state: AppState,
+    peer: SocketAddr,
+    admitted: Admitted<ConsumeRequest>,
+    ws: axum::extract::ws::WebSocketUpgrade,
+    kind: &'static str,
+) -> Response {
+    let Admitted {
+        req,
+        principal,
+        permit,
+    } = admitted;
+    let guard = state.metrics.register(SessionMeta {
+        kind,
+        topics: req.topics.clone(),
+        group: req.group.clone(),
+        peer: peer.to_string(),
+        principal: principal.to_string(),
+    });
+    let deps = state.deps();
+    let token = state.token.clone();
+    tracing::debug!(%peer, %principal, topics = ?req.topics, group = ?req.group, kind, "consume session");
+    configure(ws, &state.config)
+        .on_upgrade(move |socket| async move {
+            let stats = guard.stats.clone();
+            flow::consume::serve(socket, req, deps, stats).await;
+            tracing::debug!(%peer, "consume session ended");
+            drop(guard);
+            drop(permit);
+            drop(token);
+        })
+        .into_response()
+}

@@ -1,0 +1,122 @@
+//! The one request gate every endpoint passes: admission limit -> authenticate -> parse ->
+//! authorize -> upgrade. What comes out is a typed, authorized request that carries its
+//! `Principal` into the session.
+
+use std::collections::HashMap;
+
+use axum::extract::rejection::QueryRejection;
+use axum::extract::ws::rejection::WebSocketUpgradeRejection;
+use axum::extract::ws::WebSocketUpgrade;
+use axum::extract::Query;
+use axum::http::{header, HeaderMap};
+
+use super::{AppState, HttpError};
+use crate::access::admission::Permit;
+use crate::access::{Action, Principal, Resource};
+use crate::protocol::ProtocolError;
+
+/// A WebSocket upgrade, or why the request is not one (answered with a JSON 400).
+pub type Ws = Result<WebSocketUpgrade, WebSocketUpgradeRejection>;
+/// Query parameters, or why they could not be decoded (answered with a JSON 400).
+pub type Params = Result<Query<HashMap<String, String>>, QueryRejection>;
+
+/// Whether a request takes a session slot (`maxConnections`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Slot {
+    /// Sockets and HTTP produce requests: they hold Kafka resources while they run.
+    Session,
+    /// Admin reads: answered at once, and must work when the proxy is full.
+    None,
+}
+
+/// A request the gate let through.
+pub struct Admitted<R> {
+    pub req: R,
+    pub principal: Principal,
+    /// The session slot it holds; dropping it frees the slot.
+    pub permit: Option<Permit>,
+}
+
+/// What an endpoint tells the gate: how to parse its parameters, and what the parsed request
+/// asks to do to what.
+pub struct Endpoint<P, W> {
+    pub slot: Slot,
+    pub parse: P,
+    pub wants: W,
+}
+
+impl AppState {
+    /// Admission, authentication, parsing and authorization, in that order. A refusal is counted
+    /// and answered with its documented status.
+    pub fn gate<R, P, W>(
+        &self,
+        headers: &HeaderMap,
+        q: Params,
+        endpoint: Endpoint<P, W>,
+    ) -> Result<Admitted<R>, HttpError>
+    where
+        P: FnOnce(&HashMap<String, String>) -> Result<R, ProtocolError>,
+        W: FnOnce(&R) -> Vec<(Action, Resource)>,
+    {
+        let passed = (|| {
+            let permit = match endpoint.slot {
+                Slot::Session => Some(self.admission.admit()?),
+                Slot::None => None,
+            };
+            let principal = self
+                .auth
+                .check(headers.get(header::AUTHORIZATION).map(|v| v.as_bytes()))?;
+            let params = q
+                .map(|Query(m)| m)
+                .map_err(|e| ProtocolError::bad_request(format!("bad query string: {e}")))?;
+            let req = (endpoint.parse)(&params)?;
+            self.policy
+                .authorize_all(&principal, &(endpoint.wants)(&req))?;
+            Ok(Admitted {
+                req,
+                principal,
+                permit,
+            })
+        })();
+        passed.map_err(|e: ProtocolError| {
+            self.metrics.reject();
+            HttpError(e)
+        })
+    }
+
+    /// The whole gate of a WebSocket endpoint: `gate`, then a real upgrade request. `hint` shows
+    /// how to connect when the request is not one.
+    pub fn ws_gate<R, P, W>(
+        &self,
+        headers: &HeaderMap,
+        q: Params,
+        ws: Ws,
+        hint: &str,
+        endpoint: Endpoint<P, W>,
+    ) -> Result<(Admitted<R>, WebSocketUpgrade), HttpError>
+    where
+        P: FnOnce(&HashMap<String, String>) -> Result<R, ProtocolError>,
+        W: FnOnce(&R) -> Vec<(Action, Resource)>,
+    {
+        let admitted = self.gate(headers, q, endpoint)?;
+        let ws = ws.map_err(|e| {
+            self.metrics.reject();
+            HttpError(ProtocolError::bad_request(format!(
+                "this endpoint takes a WebSocket upgrade ({e}); try {hint}"
+            )))
+        })?;
+        Ok((admitted, ws))
+    }
+}
+
+/// What a consume request asks: to read each topic, and to join its group if it names one.
+pub fn consume_wants(topics: &[String], group: Option<&str>) -> Vec<(Action, Resource)> {
+    let mut wants: Vec<(Action, Resource)> = topics
+        .iter()
+        .map(|t| (Action::Consume, Resource::Topic(t.clone())))
+        .collect();
+    if let Some(g) = group {
+        wants.push((Action::Group, Resource::Group(g.to_string())));
+    }
+    wants
+}

@@ -1,0 +1,159 @@
+//! The HTTP surface, the only module that serves HTTP: the router, the request gate (`gate`),
+//! one thin handler per endpoint, operations (`ops`) and the admin API (`admin`).
+//!
+//! Errors before the upgrade are an HTTP status with a JSON body; after it, sessions report them
+//! with an error frame and/or a 4xxx close code (see `protocol::ErrorCode`).
+
+pub mod admin;
+pub mod consume;
+pub mod gate;
+pub mod ops;
+pub mod produce;
+pub mod tail;
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+
+use axum::extract::ws::WebSocketUpgrade;
+use axum::http::{header, StatusCode};
+use axum::response::{IntoResponse, Response};
+use axum::routing::{get, post};
+use axum::Router;
+use tokio::net::TcpListener;
+
+use crate::access::admission::Admission;
+use crate::access::authn::Authenticator;
+use crate::access::authz::Policy;
+use crate::config::Config;
+use crate::flow::tail::Hub;
+use crate::flow::Deps;
+use crate::kafka::Kafka;
+use crate::metrics::Metrics;
+use crate::protocol::{ErrorCode, ProtocolError};
+use crate::shutdown::{SessionToken, Shutdown};
+
+/// State every handler shares.
+#[derive(Clone)]
+pub struct AppState {
+    pub config: Arc<Config>,
+    pub kafka: Arc<Kafka>,
+    pub metrics: Arc<Metrics>,
+    pub auth: Authenticator,
+    pub policy: Policy,
+    /// Caps concurrent sessions; a permit is taken before anything else.
+    pub admission: Admission,
+    /// Shared live-tail readers, one per (topic, encoding).
+    pub tail: Arc<Hub>,
+    pub shutdown: Shutdown,
+    /// Held by every session so shutdown can wait for them to finish.
+    pub token: SessionToken,
+}
+
+impl AppState {
+    pub fn new(
+        config: Arc<Config>,
+        kafka: Arc<Kafka>,
+        metrics: Arc<Metrics>,
+        shutdown: Shutdown,
+        token: SessionToken,
+    ) -> AppState {
+        AppState {
+            auth: Authenticator::new(config.auth.clone()),
+            policy: Policy::open(),
+            admission: Admission::new(config.max_connections, shutdown.clone()),
+            tail: Arc::new(Hub::new(kafka.clone())),
+            config,
+            kafka,
+            metrics,
+            shutdown,
+            token,
+        }
+    }
+
+    /// What every session needs from the server.
+    pub fn deps(&self) -> Deps {
+        Deps {
+            kafka: self.kafka.clone(),
+            config: self.config.clone(),
+            shutdown: self.shutdown.clone(),
+        }
+    }
+}
+
+/// An error response before the upgrade: status plus `{"error":{"code","message"}}`.
+pub struct HttpError(pub ProtocolError);
+
+impl From<ProtocolError> for HttpError {
+    fn from(e: ProtocolError) -> Self {
+        HttpError(e)
+    }
+}
+
+impl IntoResponse for HttpError {
+    fn into_response(self) -> Response {
+        let status = StatusCode::from_u16(self.0.code.http_status())
+            .unwrap_or(StatusCode::INTERNAL_SERVER_ERROR);
+        let mut resp = (
+            status,
+            [(header::CONTENT_TYPE, "application/json")],
+            self.0.http_body(),
+        )
+            .into_response();
+        if self.0.code == ErrorCode::Unauthorized {
+            resp.headers_mut().insert(
+                header::WWW_AUTHENTICATE,
+                header::HeaderValue::from_static("Basic realm=\"kafka-proxy\""),
+            );
+        }
+        resp
+    }
+}
+
+pub fn router(state: AppState) -> Router {
+    Router::new()
+        .route("/", get(consume::seed))
+        .route("/v1/consume", get(consume::v1))
+        .route("/v1/tail", get(tail::v1_tail))
+        .route("/v1/produce", get(produce::ws_produce))
+        .route(
+            "/v1/topics/{topic}/records",
+            // An HTTP produce body is bounded like a WebSocket frame.
+            post(produce::http_produce).layer(axum::extract::DefaultBodyLimit::max(
+                state.config.max_frame_bytes,
+            )),
+        )
+        .route("/healthz", get(ops::healthz))
+        .route("/readyz", get(ops::readyz))
+        .route("/metrics", get(ops::metrics))
+        .route("/admin/sessions", get(admin::sessions))
+        .route("/admin/tail", get(admin::tail))
+        .with_state(state)
+}
+
+/// Applies the frame limits every socket shares.
+pub fn configure(ws: WebSocketUpgrade, config: &Config) -> WebSocketUpgrade {
+    ws.max_message_size(config.max_frame_bytes)
+        .max_frame_size(config.max_frame_bytes)
+}
+
+/// Serves `router` on `listener` until `shutdown` fires.
+pub async fn serve(
+    listener: TcpListener,
+    app: Router,
+    mut shutdown: Shutdown,
+) -> std::io::Result<()> {
+    use axum::serve::ListenerExt;
+    // Frames must not wait for the client's delayed ACK (Nagle): small live frames would gain up
+    // to 40 ms of latency.
+    let listener = listener.tap_io(|tcp| {
+        if let Err(e) = tcp.set_nodelay(true) {
+            tracing::debug!(error = %e, "cannot set TCP_NODELAY");
+        }
+    });
+    axum::serve(
+        listener,
+        app.into_make_service_with_connect_info::<SocketAddr>(),
+    )
+    .with_graceful_shutdown(async move { shutdown.wait().await })
+    .await
+}

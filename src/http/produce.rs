@@ -1,0 +1,157 @@
+//! `GET /v1/produce` (a produce socket) and `POST /v1/topics/{topic}/records` (produce over
+//! HTTP): gate, then the produce use case.
+
+use std::net::SocketAddr;
+use std::sync::atomic::Ordering::Relaxed;
+
+use axum::body::Bytes;
+use axum::extract::rejection::{BytesRejection, PathRejection};
+use axum::extract::{ConnectInfo, Path, State};
+use axum::http::{header, HeaderMap, StatusCode};
+use axum::response::{IntoResponse, Response};
+
+use super::gate::{Admitted, Endpoint, Params, Slot, Ws};
+use super::{configure, AppState, HttpError};
+use crate::access::{Action, Resource};
+use crate::flow::produce::{batch, check_target, socket};
+use crate::kafka::producer::Outcome;
+use crate::metrics::SessionMeta;
+use crate::protocol::produce::{self as wire, Decoder, ProduceRequest};
+use crate::protocol::{ErrorCode, ProtocolError};
+
+const HINT: &str = "wscat -c \"ws://HOST:PORT/v1/produce?topic=T\", or POST /v1/topics/T/records";
+
+fn wants(req: &ProduceRequest) -> Vec<(Action, Resource)> {
+    vec![(Action::Produce, Resource::Topic(req.topic.clone()))]
+}
+
+/// `GET /v1/produce?topic=T[&key=K][&partition=P][&encoding=E][&format=F]`: a produce socket.
+pub async fn ws_produce(
+    State(state): State<AppState>,
+    ConnectInfo(peer): ConnectInfo<SocketAddr>,
+    headers: HeaderMap,
+    q: Params,
+    ws: Ws,
+) -> Result<Response, HttpError> {
+    let endpoint = Endpoint {
+        slot: Slot::Session,
+        parse: wire::parse_ws,
+        wants,
+    };
+    let (admitted, ws) = state.ws_gate(&headers, q, ws, HINT, endpoint)?;
+    let Admitted {
+        req,
+        principal,
+        permit,
+    } = admitted;
+    let guard = state.metrics.register(SessionMeta {
+        kind: "produce",
+        topics: vec![req.topic.clone()],
+        group: None,
+        peer: peer.to_string(),
+        principal: principal.to_string(),
+    });
+    let token = state.token.clone();
+    let deps = state.deps();
+    tracing::debug!(%peer, %principal, topic = %req.topic, "produce session");
+    Ok(configure(ws, &state.config)
+        .on_upgrade(move |ws| async move {
+            let stats = guard.stats.clone();
+            socket::serve(ws, req, deps, stats).await;
+            tracing::debug!(%peer, "produce session ended");
+            drop(guard);
+            drop(permit);
+            drop(token);
+        })
+        .into_response())
+}
+
+/// `POST /v1/topics/{topic}/records`: one record or a batch, answered when Kafka stored them.
+pub async fn http_produce(
+    State(state): State<AppState>,
+    path: Result<Path<String>, PathRejection>,
+    headers: HeaderMap,
+    q: Params,
+    body: Result<Bytes, BytesRejection>,
+) -> Result<Response, HttpError> {
+    state.metrics.http_produce_requests.fetch_add(1, Relaxed);
+    let endpoint = Endpoint {
+        slot: Slot::Session,
+        parse: |q: &_| {
+            let Path(topic) =
+                path.map_err(|e| ProtocolError::bad_request(format!("bad topic in path: {e}")))?;
+            wire::parse_http(&topic, q)
+        },
+        wants,
+    };
+    // A request holds a session slot and the drain token while it runs, like a socket.
+    let Admitted {
+        req,
+        permit: _permit,
+        ..
+    } = state.gate(&headers, q, endpoint)?;
+    let _token = state.token.clone();
+    let body = body.map_err(|e| {
+        state.metrics.reject();
+        HttpError(if e.status() == StatusCode::PAYLOAD_TOO_LARGE {
+            ProtocolError::new(
+                ErrorCode::TooLarge,
+                format!(
+                    "body exceeds maxFrameBytes ({} bytes)",
+                    state.config.max_frame_bytes
+                ),
+            )
+        } else {
+            ProtocolError::bad_request(format!("cannot read body: {e}"))
+        })
+    })?;
+    let partitions = check_target(&state.kafka, &req).await?;
+    let raw = headers
+        .get(header::CONTENT_TYPE)
+        .and_then(|v| v.to_str().ok())
+        .map(|ct| {
+            let ct = ct.trim_start().to_ascii_lowercase();
+            ct.starts_with("text/plain") || ct.starts_with("application/octet-stream")
+        })
+        .unwrap_or(false);
+    let (decoded, single) = Decoder::new(&req).http_body(body, raw)?;
+    let answers = batch::produce_all(&state.kafka, &req.topic, &partitions, decoded).await;
+    let ok = answers.iter().filter(|(_, o)| o.is_ok()).count() as u64;
+    state
+        .metrics
+        .count_http_produce(ok, answers.len() as u64 - ok);
+    if single {
+        if let Some((id, outcome)) = answers.into_iter().next() {
+            return match outcome {
+                Ok(_) => Ok(json_response(
+                    StatusCode::OK,
+                    &wire::http_result(id.as_ref(), &outcome),
+                )),
+                Err(e) => Err(HttpError(e)),
+            };
+        }
+        return Err(HttpError(ProtocolError::new(
+            ErrorCode::Internal,
+            "no answer for the record",
+        )));
+    }
+    let outcomes: Vec<Outcome> = answers.iter().map(|(_, o)| o.clone()).collect();
+    let results: Vec<_> = answers
+        .iter()
+        .map(|(id, o)| wire::http_result(id.as_ref(), o))
+        .collect();
+    let status = StatusCode::from_u16(wire::http_batch_status(&outcomes))
+        .unwrap_or(StatusCode::MULTI_STATUS);
+    #[derive(serde::Serialize)]
+    struct Batch<'a> {
+        records: Vec<wire::HttpResult<'a>>,
+    }
+    Ok(json_response(status, &Batch { records: results }))
+}
+
+fn json_response(status: StatusCode, body: &impl serde::Serialize) -> Response {
+    match serde_json::to_string(body) {
+        Ok(s) => (status, [(header::CONTENT_TYPE, "application/json")], s).into_response(),
+        Err(e) => HttpError(ProtocolError::new(ErrorCode::Internal, e.to_string())).into_response(),
+    }
+}

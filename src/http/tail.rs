@@ -1,0 +1,71 @@
+//! `GET /v1/tail?topic=T[&encoding=E]`: gate, join the topic's shared reader, then a tail socket.
+
+use std::net::SocketAddr;
+
+use axum::extract::ws::WebSocketUpgrade;
+use axum::extract::{ConnectInfo, State};
+use axum::http::HeaderMap;
+use axum::response::{IntoResponse, Response};
+
+use super::gate::{Admitted, Endpoint, Params, Slot, Ws};
+use super::{configure, AppState, HttpError};
+use crate::access::{Action, Resource};
+use crate::config::Config;
+use crate::flow::tail::FRAME_BYTES;
+use crate::metrics::SessionMeta;
+use crate::protocol::tail::parse_tail;
+
+/// Read buffer of a tail socket: clients send almost nothing (pongs, close).
+const READ_BUFFER: usize = 1024;
+
+const HINT: &str = "wscat --connect \"ws://HOST:PORT/v1/tail?topic=T\"";
+
+pub async fn v1_tail(
+    State(state): State<AppState>,
+    ConnectInfo(peer): ConnectInfo<SocketAddr>,
+    headers: HeaderMap,
+    q: Params,
+    ws: Ws,
+) -> Result<Response, HttpError> {
+    let endpoint = Endpoint {
+        slot: Slot::Session,
+        parse: parse_tail,
+        wants: |(topic, _): &(String, _)| vec![(Action::Tail, Resource::Topic(topic.clone()))],
+    };
+    let (admitted, ws) = state.ws_gate(&headers, q, ws, HINT, endpoint)?;
+    let Admitted {
+        req: (topic, enc),
+        principal,
+        permit,
+    } = admitted;
+    let reader = state.tail.join(&topic, enc).await.map_err(|e| {
+        state.metrics.reject();
+        HttpError(e)
+    })?;
+    let guard = state.metrics.register(SessionMeta {
+        kind: "tail",
+        topics: vec![topic],
+        group: None,
+        peer: peer.to_string(),
+        principal: principal.to_string(),
+    });
+    let token = state.token.clone();
+    let deps = state.deps();
+    tracing::debug!(%peer, %principal, "tail session");
+    Ok(tail_socket(configure(ws, &state.config), &state.config)
+        .on_upgrade(move |socket| async move {
+            crate::flow::tail::follow(socket, reader, &guard.stats, &deps).await;
+            drop(guard);
+            drop(permit);
+            drop(token);
+        })
+        .into_response())
+}
+
+/// Socket buffers sized for fan-out: tiny reads, frames written as they come.
+fn tail_socket(ws: WebSocketUpgrade, config: &Config) -> WebSocketUpgrade {
+    let max = config.max_frame_bytes.max(FRAME_BYTES);
+    ws.read_buffer_size(READ_BUFFER)
+        .write_buffer_size(0)
+        .max_write_buffer_size(2 * max + 1024)
+}

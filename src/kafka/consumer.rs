@@ -1,0 +1,466 @@
+//! Session consumers: the builder (group or assigned partitions), the rebalance hooks that
+//! report to the session, and the batch fetch queue its records are read from.
+
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex};
+
+use rdkafka::config::RDKafkaLogLevel;
+use rdkafka::consumer::{BaseConsumer, Consumer, ConsumerContext, StreamConsumer};
+use rdkafka::error::{KafkaError, RDKafkaErrorCode};
+use rdkafka::types::RDKafkaRespErr;
+use rdkafka::{ClientContext, Offset, TopicPartitionList};
+use tokio::sync::mpsc;
+
+use rdkafka::message::BorrowedMessage;
+use rdkafka_batch::FetchQueue;
+
+use super::metadata::StartPlan;
+use super::{base_config, Kafka, KafkaAdapterError, LogContext};
+use crate::protocol::consume::{Assignment, CommitMode, ConsumeRequest};
+use crate::protocol::{ErrorCode, ProtocolError};
+
+impl Kafka {
+    /// A consumer for one session, with its memory bounded by `session_buffer_bytes`.
+    pub fn session_consumer(
+        &self,
+        group: Option<&str>,
+        commit: CommitMode,
+        context: SessionContext,
+    ) -> Result<StreamConsumer<SessionContext>, KafkaAdapterError> {
+        let c = &self.config;
+        // A quarter of the session budget for librdkafka's prefetch queue; the rest is the
+        // proxy's own (frame being built, frames queued to the socket, records held while paused).
+        let queue_kb = (c.session_buffer_bytes / 4 / 1024).max(64);
+        let fetch_max = (c.session_buffer_bytes / 4).max(64 * 1024);
+        let mut cc = base_config(c);
+        cc.set("client.id", "kafka-proxy-session")
+            .set("enable.auto.offset.store", "false")
+            .set(
+                "enable.auto.commit",
+                if commit == CommitMode::None {
+                    "false"
+                } else {
+                    "true"
+                },
+            )
+            .set("auto.commit.interval.ms", "1000")
+            .set("auto.offset.reset", c.offset_reset.as_str())
+            .set("queued.max.messages.kbytes", queue_kb.to_string())
+            .set("queued.min.messages", "10000")
+            // librdkafka waits this long to fetch again once the prefetch queue above is full
+            // (default 1000 ms): with a small queue that capped a session at one fetch a second.
+            .set("fetch.queue.backoff.ms", "5")
+            .set("fetch.max.bytes", fetch_max.to_string())
+            // Only checked against fetch.max.bytes on a consumer; brokers still return a record
+            // larger than the fetch limit on its own (KIP-74), so big records are not stuck.
+            .set("message.max.bytes", fetch_max.to_string())
+            .set("max.partition.fetch.bytes", fetch_max.to_string())
+            .set("fetch.wait.max.ms", "100")
+            .set("heartbeat.interval.ms", "1000")
+            .set("session.timeout.ms", "30000")
+            .set("enable.partition.eof", "false");
+        if let Some(g) = group {
+            cc.set("group.id", g);
+        } else {
+            // librdkafka wants a group id even for assign(). Nothing is committed without a
+            // group (commit mode `none`), and a private id per client means no client can
+            // commit to a group another session shares by accident.
+            static NEXT: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
+            let n = NEXT.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+            cc.set(
+                "group.id",
+                format!("kafka-proxy-private-{}-{n}", std::process::id()),
+            );
+        }
+        Ok(cc.create_with_context(context)?)
+    }
+}
+
+/// Group events the session forwards to its client.
+#[derive(Debug)]
+pub enum RebalanceEvent {
+    Assigned(Vec<(String, i32)>),
+    Revoked(Vec<(String, i32)>),
+    /// The assignment could not be applied (assign, route or rebalance failed): the session
+    /// would stall on it silently, so it ends with this error instead.
+    Failed(String),
+}
+
+/// Consumer context of one session: applies the start plan on assignment and reports rebalances.
+pub struct SessionContext {
+    first_offsets: Mutex<HashMap<(String, i32), Offset>>,
+    /// `None` for the live tail's reader, which has no client to tell.
+    events: Option<mpsc::UnboundedSender<RebalanceEvent>>,
+    commit: CommitMode,
+    /// Where assigned partitions' records go: the session's batch fetch queue.
+    router: std::sync::OnceLock<rdkafka_batch::Router>,
+}
+
+impl SessionContext {
+    pub fn new(
+        plan: &StartPlan,
+        commit: CommitMode,
+        events: Option<mpsc::UnboundedSender<RebalanceEvent>>,
+    ) -> Self {
+        SessionContext {
+            first_offsets: Mutex::new(plan.first_offsets.clone()),
+            events,
+            commit,
+            router: std::sync::OnceLock::new(),
+        }
+    }
+
+    /// Sets the fetch queue that assigned partitions are routed to (once, before joining).
+    pub fn set_router(&self, router: rdkafka_batch::Router) {
+        let _ = self.router.set(router);
+    }
+
+    /// Routes partitions to the session's fetch queue; call before assigning them. A partition
+    /// that cannot be routed would never deliver: it is reported as a failure.
+    pub fn route(&self, partitions: &[(String, i32)]) {
+        if let Some(r) = self.router.get() {
+            for (t, p) in partitions {
+                if !r.route(t, *p) {
+                    tracing::warn!(topic = %t, partition = p, "partition not routed to its session");
+                    self.send(RebalanceEvent::Failed(format!(
+                        "partition {t}/{p} could not be routed to this session"
+                    )));
+                }
+            }
+        }
+    }
+
+    fn send(&self, ev: RebalanceEvent) {
+        if let Some(tx) = &self.events {
+            let _ = tx.send(ev);
+        }
+    }
+
+    /// Takes the start offset for a partition's first assignment, if the client asked for one.
+    fn take_first_offset(&self, topic: &str, partition: i32) -> Option<Offset> {
+        self.first_offsets
+            .lock()
+            .ok()?
+            .remove(&(topic.to_string(), partition))
+    }
+
+    /// The assignment list for explicit partitions: requested start or the committed offset.
+    pub fn explicit_assignment(
+        &self,
+        partitions: &[(String, i32)],
+    ) -> Result<TopicPartitionList, KafkaError> {
+        let mut tpl = TopicPartitionList::new();
+        for (t, p) in partitions {
+            let off = self.take_first_offset(t, *p).unwrap_or(Offset::Stored);
+            tpl.add_partition_offset(t, *p, off)?;
+        }
+        Ok(tpl)
+    }
+}
+
+fn tpl_pairs(tpl: &TopicPartitionList) -> Vec<(String, i32)> {
+    tpl.elements()
+        .iter()
+        .map(|e| (e.topic().to_string(), e.partition()))
+        .collect()
+}
+
+impl ClientContext for SessionContext {
+    fn log(&self, level: RDKafkaLogLevel, fac: &str, log_message: &str) {
+        LogContext.log(level, fac, log_message)
+    }
+    fn error(&self, error: KafkaError, reason: &str) {
+        LogContext.error(error, reason)
+    }
+}
+
+impl ConsumerContext for SessionContext {
+    fn rebalance(
+        &self,
+        base_consumer: &BaseConsumer<Self>,
+        err: RDKafkaRespErr,
+        tpl: &mut TopicPartitionList,
+    ) {
+        match err {
+            RDKafkaRespErr::RD_KAFKA_RESP_ERR__ASSIGN_PARTITIONS => {
+                let pairs = tpl_pairs(tpl);
+                for (t, p) in &pairs {
+                    if let Some(off) = self.take_first_offset(t, *p) {
+                        let _ = tpl.set_partition_offset(t, *p, off);
+                    }
+                }
+                // The client's start position is for its first assignment only. A partition it
+                // takes over later (another member left) continues from the group's commit;
+                // seeking it would skip the records that member never committed.
+                if let Ok(mut plan) = self.first_offsets.lock() {
+                    plan.clear();
+                }
+                // Before assigning: from the first fetch on, records take the session's batch
+                // queue, never the consumer's own.
+                self.route(&pairs);
+                let r = match base_consumer.rebalance_protocol() {
+                    rdkafka::consumer::RebalanceProtocol::Cooperative => {
+                        base_consumer.incremental_assign(tpl)
+                    }
+                    _ => base_consumer.assign(tpl),
+                };
+                match r {
+                    Ok(()) => self.send(RebalanceEvent::Assigned(pairs)),
+                    Err(e) => {
+                        tracing::warn!(error = %e, "assign failed");
+                        self.send(RebalanceEvent::Failed(format!("assign failed: {e}")));
+                    }
+                }
+            }
+            RDKafkaRespErr::RD_KAFKA_RESP_ERR__REVOKE_PARTITIONS => {
+                // Commit what was delivered (auto) or acknowledged (ack) before giving it away, so
+                // the next owner starts right after it. Async: this runs on a tokio worker, and
+                // librdkafka waits for outstanding commits before it rejoins the group.
+                if self.commit != CommitMode::None {
+                    if let Err(e) =
+                        base_consumer.commit_consumer_state(rdkafka::consumer::CommitMode::Async)
+                    {
+                        if e.rdkafka_error_code() != Some(RDKafkaErrorCode::NoOffset) {
+                            tracing::debug!(error = %e, "commit on revoke failed");
+                        }
+                    }
+                }
+                let pairs = tpl_pairs(tpl);
+                let r = match base_consumer.rebalance_protocol() {
+                    rdkafka::consumer::RebalanceProtocol::Cooperative => {
+                        base_consumer.incremental_unassign(tpl)
+                    }
+                    _ => base_consumer.unassign(),
+                };
+                if let Err(e) = r {
+                    tracing::warn!(error = %e, "unassign failed");
+                }
+                self.send(RebalanceEvent::Revoked(pairs));
+            }
+            other => {
+                tracing::warn!(error = ?other, "rebalance error");
+                let _ = base_consumer.unassign();
+                self.send(RebalanceEvent::Failed(format!(
+                    "rebalance failed: {other:?}"
+                )));
+            }
+        }
+    }
+}
+
+/// Consumer errors that end a session or a tail reader; librdkafka retries the rest (transient
+/// broker hiccups), which are only logged.
+pub fn consumer_error(e: &KafkaError) -> Option<ProtocolError> {
+    use rdkafka::error::RDKafkaErrorCode as C;
+    match e.rdkafka_error_code() {
+        Some(C::UnknownTopicOrPartition) | Some(C::UnknownTopic) => Some(ProtocolError::new(
+            ErrorCode::UnknownTopic,
+            format!("topic went away: {e}"),
+        )),
+        Some(C::TopicAuthorizationFailed) | Some(C::GroupAuthorizationFailed) => Some(
+            ProtocolError::new(ErrorCode::Forbidden, format!("Kafka refused: {e}")),
+        ),
+        Some(C::AllBrokersDown) => {
+            tracing::warn!(error = %e, "all brokers down; librdkafka keeps retrying");
+            None
+        }
+        _ => {
+            tracing::debug!(error = %e, "consumer error");
+            None
+        }
+    }
+}
+
+type Inner = StreamConsumer<SessionContext>;
+
+/// A read failed: `None` for a transient error librdkafka retries, or the error that ends it.
+pub type ReadFault = Option<ProtocolError>;
+
+/// A session's (or tail reader's) Kafka consumer.
+pub struct Reader {
+    consumer: Arc<Inner>,
+}
+
+/// The queue a reader's partitions' records are taken from in batches (`rdkafka-batch`). Apart
+/// from the `Reader` because taking records needs it mutably while the consumer's own stream is
+/// being polled.
+pub struct Fetch(FetchQueue<Inner>);
+
+fn kafka_error(e: impl std::fmt::Display) -> ProtocolError {
+    ProtocolError::new(ErrorCode::KafkaError, e.to_string())
+}
+
+impl Reader {
+    /// Opens a consume session's consumer: checks the request against the cluster, plans its
+    /// start, and joins the group or assigns its partitions.
+    pub async fn open(
+        kafka: &Kafka,
+        req: &ConsumeRequest,
+    ) -> Result<(Reader, Fetch, mpsc::UnboundedReceiver<RebalanceEvent>), ProtocolError> {
+        let plan = kafka
+            .resolve_start(&req.topics, &req.assignment, &req.start)
+            .await?;
+        let (events_tx, events_rx) = mpsc::unbounded_channel();
+        let ctx = SessionContext::new(&plan, req.commit, Some(events_tx.clone()));
+        let explicit = match &req.assignment {
+            Assignment::Partitions(_) => Some(ctx.explicit_assignment(&plan.partitions)),
+            Assignment::Group => None,
+        };
+        let (reader, fetch) =
+            Reader::new(kafka.session_consumer(req.group.as_deref(), req.commit, ctx)?);
+        let joined = match explicit {
+            Some(tpl) => tpl.map_err(kafka_error).and_then(|tpl| {
+                reader.consumer.context().route(&plan.partitions);
+                reader.consumer.assign(&tpl).map_err(kafka_error)?;
+                let _ = events_tx.send(RebalanceEvent::Assigned(plan.partitions.clone()));
+                Ok(())
+            }),
+            None => {
+                let topics: Vec<&str> = req.topics.iter().map(String::as_str).collect();
+                reader.consumer.subscribe(&topics).map_err(kafka_error)
+            }
+        };
+        match joined {
+            Ok(()) => Ok((reader, fetch, events_rx)),
+            Err(e) => {
+                reader.close(fetch).await;
+                Err(e)
+            }
+        }
+    }
+
+    /// Opens a live-tail reader: every partition of `topic`, from the high watermarks read now,
+    /// so "assigned" means "everything produced from here on is delivered".
+    pub async fn open_tail(
+        kafka: &Kafka,
+        topic: &str,
+    ) -> Result<(Reader, Fetch, Vec<(String, i32)>), ProtocolError> {
+        let partitions = kafka.partitions(topic).await?;
+        let mut tpl = TopicPartitionList::new();
+        let mut pairs = Vec::with_capacity(partitions.len());
+        for p in &partitions {
+            let (_, high) = kafka.watermarks(topic, *p).await?;
+            tpl.add_partition_offset(topic, *p, Offset::Offset(high))
+                .map_err(kafka_error)?;
+            pairs.push((topic.to_string(), *p));
+        }
+        let plan = StartPlan {
+            partitions: pairs.clone(),
+            first_offsets: HashMap::new(),
+        };
+        let ctx = SessionContext::new(&plan, CommitMode::None, None);
+        let (reader, fetch) = Reader::new(kafka.session_consumer(None, CommitMode::None, ctx)?);
+        reader.consumer.context().route(&pairs);
+        if let Err(e) = reader.consumer.assign(&tpl) {
+            reader.close(fetch).await;
+            return Err(kafka_error(e));
+        }
+        Ok((reader, fetch, pairs))
+    }
+
+    fn new(consumer: Inner) -> (Reader, Fetch) {
+        let consumer = Arc::new(consumer);
+        let fetch = FetchQueue::new(consumer.clone());
+        consumer.context().set_router(fetch.router());
+        (Reader { consumer }, Fetch(fetch))
+    }
+
+    /// The consumer's own queue: group events (served while it is polled) and records of a
+    /// partition that was not routed to the fetch queue (none expected).
+    pub fn stream(
+        &self,
+    ) -> impl futures::Stream<Item = Result<BorrowedMessage<'_>, ReadFault>> + Unpin + '_ {
+        use futures::StreamExt;
+        self.consumer
+            .stream()
+            .map(|r| r.map_err(|e| consumer_error(&e)))
+    }
+
+    /// Routes partitions (just assigned) to the fetch queue.
+    pub fn route(&self, partitions: &[(String, i32)]) {
+        self.consumer.context().route(partitions);
+    }
+
+    /// Pauses or resumes fetching of every assigned partition.
+    pub fn pause(&self, pause: bool) -> Result<(), String> {
+        let assigned = self.consumer.assignment().map_err(|e| e.to_string())?;
+        let r = if pause {
+            self.consumer.pause(&assigned)
+        } else {
+            self.consumer.resume(&assigned)
+        };
+        r.map_err(|e| e.to_string())
+    }
+
+    /// Stores next-offset-to-read positions for commit (Kafka's convention: last processed + 1).
+    /// `offsets_store` stores exactly what it is given, unlike the legacy per-partition call,
+    /// which adds one itself.
+    pub fn store<'a>(&self, positions: impl IntoIterator<Item = (&'a str, i32, i64)>) {
+        let mut tpl = TopicPartitionList::new();
+        for (topic, partition, next) in positions {
+            if let Err(e) = tpl.add_partition_offset(topic, partition, Offset::Offset(next)) {
+                tracing::debug!(error = %e, "bad offset");
+            }
+        }
+        if tpl.count() == 0 {
+            return;
+        }
+        if let Err(e) = self.consumer.store_offsets(&tpl) {
+            // Expected after a revoke: the new owner re-reads from the last commit.
+            tracing::debug!(error = %e, "offsets not stored");
+        }
+    }
+
+    /// Closes the consumer: a final synchronous commit of what was stored when `commit`, then
+    /// the group leave, both off the async workers (they block), within `budget`.
+    pub async fn close_within(self, fetch: Fetch, commit: bool, budget: std::time::Duration) {
+        // The queue handle goes before the consumer it belongs to.
+        drop(fetch);
+        let consumer = self.consumer;
+        let done = tokio::task::spawn_blocking(move || {
+            if commit {
+                if let Err(e) = consumer.commit_consumer_state(rdkafka::consumer::CommitMode::Sync)
+                {
+                    if e.rdkafka_error_code() != Some(RDKafkaErrorCode::NoOffset) {
+                        tracing::warn!(error = %e, "final commit failed");
+                    }
+                }
+            }
+            drop(consumer);
+        });
+        if tokio::time::timeout(budget, done).await.is_err() {
+            tracing::warn!("consumer close did not finish within its budget");
+        }
+    }
+
+    /// Closes a consumer that never served: no commit, no budget of its own.
+    pub async fn close(self, fetch: Fetch) {
+        self.close_within(fetch, false, std::time::Duration::MAX)
+            .await
+    }
+}
+
+impl Fetch {
+    /// Resolves when records (or errors) wait.
+    pub async fn ready(&self) {
+        self.0.ready().await
+    }
+
+    /// Re-arms the wake-up after stopping before the queue was empty (librdkafka wakes the
+    /// queue only on new arrivals).
+    pub fn kick(&self) {
+        self.0.kick();
+    }
+
+    /// Takes up to `max` records; returns how many items were taken.
+    pub fn poll_batch(
+        &mut self,
+        max: usize,
+        mut f: impl FnMut(Result<&rdkafka_batch::Record<'_>, ReadFault>),
+    ) -> usize {
+        self.0.poll_batch(max, |r| match r.error() {
+            None => f(Ok(&r)),
+            Some(e) => f(Err(consumer_error(&e))),
+        })
+    }
+}
