@@ -1,7 +1,8 @@
 //! Startup configuration: CLI flags, `KAFKA_PROXY_*` variables and a TOML file, merged and validated.
 //!
-//! Precedence is CLI > environment > file > defaults. The environment is passed in as a map so
-//! tests never touch the process environment. Option names follow the seed (`wsPort`, `kafka`,
+//! Precedence is CLI > environment > file > defaults, and [`defaults`] is the one place a default
+//! is written. The environment is passed in as a map so tests never touch the process
+//! environment. Option names follow the seed (`wsPort`, `kafka`,
 //! `idleTimeout`, `maxBytes`, `partition`, `auth`) so its users keep their settings.
 
 use std::collections::{BTreeMap, HashMap};
@@ -15,6 +16,79 @@ use serde::Deserialize;
 
 /// Exit code for bad configuration (EX_USAGE), as linkerd and sysexits do.
 pub const EXIT_CONFIG: i32 = 64;
+
+/// Every option's default, written once: `Config::default()`, the merge in
+/// [`Config::from_parts`] and the `--help` text (and through it the README test) all read these.
+/// Values are in the unit the option is given in (ms, seconds, bytes).
+pub mod defaults {
+    use std::net::{IpAddr, Ipv4Addr};
+
+    use super::OffsetReset;
+
+    pub const WS_PORT: u16 = 9999;
+    pub const HOST: IpAddr = IpAddr::V4(Ipv4Addr::UNSPECIFIED);
+    pub const KAFKA: &str = "127.0.0.1:9092";
+    /// 0 sends what is ready at once.
+    pub const IDLE_TIMEOUT_MS: u64 = 0;
+    pub const MAX_BYTES: usize = 1_000_000;
+    pub const OFFSET_RESET: OffsetReset = OffsetReset::Earliest;
+    pub const SESSION_BUFFER_BYTES: usize = 4 << 20;
+    pub const MAX_FRAME_BYTES: usize = 1 << 20;
+    pub const MAX_CONNECTIONS: usize = 20_000;
+    /// 0 disables the stats log.
+    pub const STATS_INTERVAL_SECS: u64 = 0;
+    pub const SHUTDOWN_GRACE_SECS: u64 = 10;
+    pub const PING_INTERVAL_SECS: u64 = 20;
+    pub const LOG_FORMAT: &str = "text";
+
+    /// Options with no value unless set (`config`, `partition`, `auth`, `kafkaProperties`) show this.
+    pub const NONE: &str = "none";
+
+    /// The default `--help` states for the clap argument `id`, rendered from the consts above so
+    /// help cannot drift from the code. `None` for clap's own `help` and `version`.
+    pub fn shown(id: &str) -> Option<String> {
+        Some(match id {
+            "ws_port" => WS_PORT.to_string(),
+            "host" => HOST.to_string(),
+            "kafka" => KAFKA.to_string(),
+            "idle_timeout" => IDLE_TIMEOUT_MS.to_string(),
+            "max_bytes" => MAX_BYTES.to_string(),
+            "offset_reset" => OFFSET_RESET.as_str().to_string(),
+            "session_buffer_bytes" => SESSION_BUFFER_BYTES.to_string(),
+            "max_frame_bytes" => MAX_FRAME_BYTES.to_string(),
+            "max_connections" => MAX_CONNECTIONS.to_string(),
+            "stats_interval" => STATS_INTERVAL_SECS.to_string(),
+            "shutdown_grace" => SHUTDOWN_GRACE_SECS.to_string(),
+            "ping_interval" => PING_INTERVAL_SECS.to_string(),
+            "log_format" => LOG_FORMAT.to_string(),
+            "config" | "partition" | "auth" | "kafka_property" => NONE.to_string(),
+            _ => return None,
+        })
+    }
+
+    /// Writes `(default X)` into an argument's help, before the trailing `[key]` so lines keep
+    /// the shape `meaning (default X) [key]`. Doc comments cannot interpolate consts, hence this
+    /// runs on the built command (see the `mut_args` on [`Cli`]).
+    pub(super) fn annotate(arg: clap::Arg) -> clap::Arg {
+        let Some(default) = shown(arg.get_id().as_str()) else {
+            return arg;
+        };
+        let with_default = |help: String| match help.rfind(" [") {
+            Some(i) => format!("{} (default {default}){}", &help[..i], &help[i..]),
+            None => format!("{help} (default {default})"),
+        };
+        let help = arg.get_help().map(|h| with_default(h.to_string()));
+        let long = arg.get_long_help().map(|h| with_default(h.to_string()));
+        let arg = match help {
+            Some(h) => arg.help(h),
+            None => arg,
+        };
+        match long {
+            Some(h) => arg.long_help(h),
+            None => arg,
+        }
+    }
+}
 
 #[derive(Debug, thiserror::Error)]
 pub enum ConfigError {
@@ -124,53 +198,59 @@ pub struct Config {
 impl Default for Config {
     fn default() -> Self {
         Config {
-            listen: SocketAddr::from(([0, 0, 0, 0], 9999)),
-            kafka: "127.0.0.1:9092".into(),
-            idle_timeout: Duration::ZERO,
-            max_bytes: 1_000_000,
+            listen: SocketAddr::new(defaults::HOST, defaults::WS_PORT),
+            kafka: defaults::KAFKA.into(),
+            idle_timeout: Duration::from_millis(defaults::IDLE_TIMEOUT_MS),
+            max_bytes: defaults::MAX_BYTES,
             partition: None,
             auth: None,
-            offset_reset: OffsetReset::Earliest,
-            session_buffer_bytes: 4 << 20,
-            max_frame_bytes: 1 << 20,
-            max_connections: 20_000,
-            stats_interval: None,
-            shutdown_grace: Duration::from_secs(10),
-            ping_interval: Duration::from_secs(20),
+            offset_reset: defaults::OFFSET_RESET,
+            session_buffer_bytes: defaults::SESSION_BUFFER_BYTES,
+            max_frame_bytes: defaults::MAX_FRAME_BYTES,
+            max_connections: defaults::MAX_CONNECTIONS,
+            stats_interval: stats_interval(defaults::STATS_INTERVAL_SECS),
+            shutdown_grace: Duration::from_secs(defaults::SHUTDOWN_GRACE_SECS),
+            ping_interval: Duration::from_secs(defaults::PING_INTERVAL_SECS),
             kafka_properties: BTreeMap::new(),
-            log_format: "text".into(),
+            log_format: defaults::LOG_FORMAT.into(),
         }
     }
 }
 
+/// `statsInterval` in seconds to the config's form: 0 means off.
+fn stats_interval(secs: u64) -> Option<Duration> {
+    (secs > 0).then(|| Duration::from_secs(secs))
+}
+
 /// Command-line flags. Every flag also reads `KAFKA_PROXY_<NAME>` and the TOML key in brackets.
+/// Help texts leave out defaults: `mut_args` adds each from [`defaults`].
 #[derive(Debug, Parser, Default)]
 #[command(
     name = "kafka-proxy",
     version,
     about = "WebSocket and HTTP gateway to Apache Kafka, wire-compatible with the Node.js kafka-proxy",
     after_help = "Each option can also be set as KAFKA_PROXY_<NAME> (e.g. KAFKA_PROXY_WS_PORT) or in the \
-TOML file given by --config (keys as in brackets). CLI beats environment beats file."
+TOML file given by --config (keys as in brackets). CLI beats environment beats file.",
+    mut_args(defaults::annotate)
 )]
 pub struct Cli {
     /// TOML config file [env KAFKA_PROXY_CONFIG]
     #[arg(long, short = 'c')]
     pub config: Option<PathBuf>,
-    /// Port for HTTP and WebSocket clients (default 9999) [wsPort]
+    /// Port for HTTP and WebSocket clients [wsPort]
     #[arg(long = "ws-port", alias = "wsPort")]
     pub ws_port: Option<u16>,
-    /// Address to bind (default 0.0.0.0) [host]
+    /// Address to bind [host]
     #[arg(long)]
     pub host: Option<IpAddr>,
-    /// Kafka bootstrap servers, e.g. localhost:9092 (default 127.0.0.1:9092) [kafka]
+    /// Kafka bootstrap servers, e.g. localhost:9092 [kafka]
     #[arg(long)]
     pub kafka: Option<String>,
     /// Milliseconds a partly filled batch waits for more records before it is sent; 0 sends what is
-    /// ready at once (default 0) [idleTimeout]
+    /// ready at once [idleTimeout]
     #[arg(long = "idle-timeout", alias = "idleTimeout")]
     pub idle_timeout: Option<u64>,
-    /// Most payload bytes in one batch frame; a single larger record is sent alone (default
-    /// 1000000) [maxBytes]
+    /// Most payload bytes in one batch frame; a single larger record is sent alone [maxBytes]
     #[arg(long = "max-bytes", alias = "maxBytes")]
     pub max_bytes: Option<usize>,
     /// Partition that seed sockets without `partition=` read; unset joins the group for all
@@ -180,33 +260,33 @@ pub struct Cli {
     /// Password clients must send as `Authorization: basic <password>` or RFC 7617 Basic [auth]
     #[arg(long)]
     pub auth: Option<String>,
-    /// Where a group without committed offsets starts: earliest or latest (default earliest)
+    /// Where a group without committed offsets starts: earliest or latest
     /// [offsetReset]
     #[arg(long = "offset-reset")]
     pub offset_reset: Option<OffsetReset>,
-    /// Bytes buffered per session before fetching pauses (default 4194304) [sessionBufferBytes]
+    /// Bytes buffered per session before fetching pauses [sessionBufferBytes]
     #[arg(long = "session-buffer-bytes")]
     pub session_buffer_bytes: Option<usize>,
-    /// Largest client frame accepted in bytes (default 1048576) [maxFrameBytes]
+    /// Largest client frame accepted in bytes [maxFrameBytes]
     #[arg(long = "max-frame-bytes")]
     pub max_frame_bytes: Option<usize>,
-    /// Most concurrent sessions (default 20000) [maxConnections]
+    /// Most concurrent sessions [maxConnections]
     #[arg(long = "max-connections")]
     pub max_connections: Option<usize>,
-    /// Seconds between per-group stats log lines; 0 disables (default 0) [statsInterval]
+    /// Seconds between per-group stats log lines; 0 disables [statsInterval]
     #[arg(long = "stats-interval")]
     pub stats_interval: Option<u64>,
-    /// Seconds shutdown waits for sessions to finish (default 10) [shutdownGrace]
+    /// Seconds shutdown waits for sessions to finish [shutdownGrace]
     #[arg(long = "shutdown-grace")]
     pub shutdown_grace: Option<u64>,
-    /// Seconds between WebSocket pings (default 20) [pingInterval]
+    /// Seconds between WebSocket pings [pingInterval]
     #[arg(long = "ping-interval")]
     pub ping_interval: Option<u64>,
     /// librdkafka property KEY=VALUE for every Kafka client, repeatable; the environment takes a
     /// newline-separated list in KAFKA_PROXY_KAFKA_PROPERTIES [kafkaProperties table]
     #[arg(long = "kafka-property", short = 'X', value_name = "KEY=VALUE")]
     pub kafka_property: Vec<String>,
-    /// Log format: text or json (default text) [logFormat]
+    /// Log format: text or json [logFormat]
     #[arg(long = "log-format")]
     pub log_format: Option<String>,
 }
@@ -278,7 +358,6 @@ impl Config {
             None => FileConfig::default(),
         };
 
-        let d = Config::default();
         macro_rules! pick {
             ($cli:expr, $env:literal, $file:expr) => {
                 match $cli {
@@ -290,34 +369,36 @@ impl Config {
                 }
             };
         }
-        let port: u16 = pick!(cli.ws_port, "WS_PORT", file.ws_port).unwrap_or(d.listen.port());
-        let host: IpAddr = pick!(cli.host, "HOST", file.host).unwrap_or(d.listen.ip());
-        let kafka: String = pick!(cli.kafka, "KAFKA", file.kafka).unwrap_or(d.kafka);
-        let idle_ms: u64 = pick!(cli.idle_timeout, "IDLE_TIMEOUT", file.idle_timeout).unwrap_or(0);
+        let port: u16 = pick!(cli.ws_port, "WS_PORT", file.ws_port).unwrap_or(defaults::WS_PORT);
+        let host: IpAddr = pick!(cli.host, "HOST", file.host).unwrap_or(defaults::HOST);
+        let kafka: String =
+            pick!(cli.kafka, "KAFKA", file.kafka).unwrap_or_else(|| defaults::KAFKA.into());
+        let idle_ms: u64 = pick!(cli.idle_timeout, "IDLE_TIMEOUT", file.idle_timeout)
+            .unwrap_or(defaults::IDLE_TIMEOUT_MS);
         let max_bytes: usize =
-            pick!(cli.max_bytes, "MAX_BYTES", file.max_bytes).unwrap_or(d.max_bytes);
+            pick!(cli.max_bytes, "MAX_BYTES", file.max_bytes).unwrap_or(defaults::MAX_BYTES);
         let partition: Option<i32> = pick!(cli.partition, "PARTITION", file.partition);
         let auth: Option<String> = pick!(cli.auth, "AUTH", file.auth);
-        let offset_reset =
-            pick!(cli.offset_reset, "OFFSET_RESET", file.offset_reset).unwrap_or(d.offset_reset);
+        let offset_reset = pick!(cli.offset_reset, "OFFSET_RESET", file.offset_reset)
+            .unwrap_or(defaults::OFFSET_RESET);
         let session_buffer_bytes = pick!(
             cli.session_buffer_bytes,
             "SESSION_BUFFER_BYTES",
             file.session_buffer_bytes
         )
-        .unwrap_or(d.session_buffer_bytes);
+        .unwrap_or(defaults::SESSION_BUFFER_BYTES);
         let max_frame_bytes = pick!(cli.max_frame_bytes, "MAX_FRAME_BYTES", file.max_frame_bytes)
-            .unwrap_or(d.max_frame_bytes);
+            .unwrap_or(defaults::MAX_FRAME_BYTES);
         let max_connections = pick!(cli.max_connections, "MAX_CONNECTIONS", file.max_connections)
-            .unwrap_or(d.max_connections);
-        let stats_secs: u64 =
-            pick!(cli.stats_interval, "STATS_INTERVAL", file.stats_interval).unwrap_or(0);
-        let grace_secs: u64 =
-            pick!(cli.shutdown_grace, "SHUTDOWN_GRACE", file.shutdown_grace).unwrap_or(10);
-        let ping_secs: u64 =
-            pick!(cli.ping_interval, "PING_INTERVAL", file.ping_interval).unwrap_or(20);
-        let log_format: String =
-            pick!(cli.log_format, "LOG_FORMAT", file.log_format).unwrap_or(d.log_format);
+            .unwrap_or(defaults::MAX_CONNECTIONS);
+        let stats_secs: u64 = pick!(cli.stats_interval, "STATS_INTERVAL", file.stats_interval)
+            .unwrap_or(defaults::STATS_INTERVAL_SECS);
+        let grace_secs: u64 = pick!(cli.shutdown_grace, "SHUTDOWN_GRACE", file.shutdown_grace)
+            .unwrap_or(defaults::SHUTDOWN_GRACE_SECS);
+        let ping_secs: u64 = pick!(cli.ping_interval, "PING_INTERVAL", file.ping_interval)
+            .unwrap_or(defaults::PING_INTERVAL_SECS);
+        let log_format: String = pick!(cli.log_format, "LOG_FORMAT", file.log_format)
+            .unwrap_or_else(|| defaults::LOG_FORMAT.into());
 
         // Properties: file first, then environment, then CLI, later ones win per key.
         let mut kafka_properties = BTreeMap::new();
@@ -405,7 +486,7 @@ impl Config {
             session_buffer_bytes,
             max_frame_bytes,
             max_connections,
-            stats_interval: (stats_secs > 0).then(|| Duration::from_secs(stats_secs)),
+            stats_interval: stats_interval(stats_secs),
             shutdown_grace: Duration::from_secs(grace_secs),
             ping_interval: Duration::from_secs(ping_secs),
             kafka_properties,
@@ -455,6 +536,29 @@ mod tests {
         assert_eq!(c.idle_timeout, Duration::ZERO);
         assert_eq!(c.max_bytes, 1_000_000);
         assert_eq!(c.partition, None);
+    }
+
+    #[test]
+    fn nothing_set_gives_config_default() {
+        // Config has no PartialEq (Secret avoids comparisons); Debug shows every field.
+        let loaded = format!("{:?}", load(&[], &[]).unwrap());
+        assert_eq!(loaded, format!("{:?}", Config::default()));
+    }
+
+    #[test]
+    fn help_states_every_default_from_defaults() {
+        use clap::CommandFactory;
+        let mut cmd = Cli::command();
+        let help = cmd.render_long_help().to_string();
+        for arg in Cli::command().get_arguments() {
+            let id = arg.get_id().as_str();
+            let shown = defaults::shown(id).unwrap_or_else(|| panic!("no default for --{id}"));
+            assert!(
+                help.contains(&format!("(default {shown})")),
+                "--{id}: {help}"
+            );
+        }
+        assert!(help.contains("(default 9999) [wsPort]"), "{help}");
     }
 
     #[test]
