@@ -83,7 +83,12 @@ pub async fn run(
     let app = http::router(state);
     let grace = config.shutdown_grace;
     let mut stop = shutdown.clone();
-    let serve = tokio::spawn(http::serve(listener, app, shutdown.clone()));
+    let serve = tokio::spawn(http::serve(
+        listener,
+        app,
+        config.max_connections,
+        shutdown.clone(),
+    ));
     stop.wait().await;
     let deadline = tokio::time::Instant::now() + grace;
     tracing::info!(sessions = metrics.active(), "shutting down");

@@ -31,6 +31,7 @@ use crate::kafka::Kafka;
 use crate::metrics::Metrics;
 use crate::protocol::{ErrorCode, ProtocolError};
 use crate::shutdown::{SessionToken, Shutdown};
+use crate::transport::listen::{self, Limits};
 
 /// State every handler shares.
 #[derive(Clone)]
@@ -136,24 +137,26 @@ pub fn configure(ws: WebSocketUpgrade, config: &Config) -> WebSocketUpgrade {
         .max_frame_size(config.max_frame_bytes)
 }
 
-/// Serves `router` on `listener` until `shutdown` fires.
+/// Serves `router` on `listener` until `shutdown` fires, through the accept loop's limits
+/// (`transport::listen`): sockets beyond `maxConnections` + headroom, or near the open-file
+/// limit, are refused with 429 before HTTP.
 pub async fn serve(
     listener: TcpListener,
     app: Router,
-    mut shutdown: Shutdown,
+    max_sessions: usize,
+    shutdown: Shutdown,
 ) -> std::io::Result<()> {
-    use axum::serve::ListenerExt;
-    // Frames must not wait for the client's delayed ACK (Nagle): small live frames would gain up
-    // to 40 ms of latency.
-    let listener = listener.tap_io(|tcp| {
-        if let Err(e) = tcp.set_nodelay(true) {
-            tracing::debug!(error = %e, "cannot set TCP_NODELAY");
-        }
-    });
-    axum::serve(
-        listener,
-        app.into_make_service_with_connect_info::<SocketAddr>(),
-    )
-    .with_graceful_shutdown(async move { shutdown.wait().await })
-    .await
+    let make = move |peer: SocketAddr| {
+        let router = app.clone();
+        hyper::service::service_fn(
+            move |mut req: axum::extract::Request<hyper::body::Incoming>| {
+                // Handlers read the peer address as axum's `ConnectInfo`.
+                req.extensions_mut()
+                    .insert(axum::extract::ConnectInfo(peer));
+                let mut router = router.clone();
+                async move { tower_service::Service::call(&mut router, req).await }
+            },
+        )
+    };
+    listen::serve(listener, make, Limits::for_sessions(max_sessions), shutdown).await
 }

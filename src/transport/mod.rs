@@ -1,4 +1,5 @@
-//! How clients are connected: `ws`, the one WebSocket driver every endpoint uses (room for SSE
-//! and TLS beside it).
+//! How clients are connected: `listen`, the accept loop with the connection-level limits, and
+//! `ws`, the one WebSocket driver every endpoint uses (room for SSE and TLS beside them).
 
+pub mod listen;
 pub mod ws;

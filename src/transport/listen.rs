@@ -1,0 +1,277 @@
+//! The accept loop: every client socket, before HTTP, with the connection-level limits (header-read
+//! timeout, a cap on open sockets, descriptors kept in reserve) and graceful shutdown.
+//!
+//! Sessions are capped by `maxConnections` in the gate; this caps sockets, which exist before a
+//! request is understood (a half-sent request holds one too). A socket counts until it closes,
+//! including after a WebSocket upgrade: the count travels with the socket itself (`Counted`).
+
+use std::io;
+use std::net::SocketAddr;
+use std::pin::Pin;
+use std::sync::atomic::{AtomicUsize, Ordering::Relaxed};
+use std::sync::Arc;
+use std::task::{Context, Poll};
+use std::time::Duration;
+
+use hyper::body::Incoming;
+use hyper::Request;
+use hyper_util::rt::{TokioIo, TokioTimer};
+use tokio::io::{AsyncRead, AsyncWrite, AsyncWriteExt, ReadBuf};
+use tokio::net::{TcpListener, TcpStream};
+
+use crate::protocol::{ErrorCode, ProtocolError};
+use crate::shutdown::Shutdown;
+
+/// Longest a client may take to send a request's headers (slowloris), and to start the next
+/// request on a kept-alive connection.
+pub const HEADER_READ_TIMEOUT: Duration = Duration::from_secs(10);
+
+/// Sockets beyond `maxConnections` still accepted, so a full proxy can answer health checks,
+/// the admin API and clean refusals.
+pub const SOCKET_HEADROOM: usize = 1024;
+
+/// File descriptors kept free for the proxy's own needs (Kafka connections of sessions that
+/// are starting, librdkafka's internal pipes, files): new client sockets are refused before the
+/// process's open-file limit comes closer than this.
+pub const FD_RESERVE: usize = 1024;
+
+/// How often the number of open descriptors is read again (`/proc/self/fd`).
+const FD_REFRESH: Duration = Duration::from_millis(500);
+
+/// The limits the accept loop applies.
+#[derive(Debug, Clone, Copy)]
+pub struct Limits {
+    /// Most client sockets open at once.
+    pub max_sockets: usize,
+    /// The process's open-file limit, if known.
+    pub fd_limit: Option<usize>,
+}
+
+impl Limits {
+    /// Limits for a proxy serving at most `max_sessions` sessions.
+    pub fn for_sessions(max_sessions: usize) -> Limits {
+        Limits {
+            max_sockets: max_sessions.saturating_add(SOCKET_HEADROOM),
+            fd_limit: open_file_limit(),
+        }
+    }
+}
+
+/// The soft limit on open files, from `/proc/self/limits` (Linux); `None` elsewhere.
+pub fn open_file_limit() -> Option<usize> {
+    let text = std::fs::read_to_string("/proc/self/limits").ok()?;
+    let line = text.lines().find(|l| l.starts_with("Max open files"))?;
+    line.split_whitespace().nth(3)?.parse().ok()
+}
+
+/// Descriptors open now, from `/proc/self/fd` (Linux); `None` elsewhere.
+fn open_fds() -> Option<usize> {
+    std::fs::read_dir("/proc/self/fd").ok().map(Iterator::count)
+}
+
+/// A client socket that counts itself open until it is dropped, wherever it went (hyper hands
+/// it to the WebSocket session on upgrade).
+struct Counted {
+    tcp: TcpStream,
+    open: Arc<AtomicUsize>,
+}
+
+impl Drop for Counted {
+    fn drop(&mut self) {
+        self.open.fetch_sub(1, Relaxed);
+    }
+}
+
+impl AsyncRead for Counted {
+    fn poll_read(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &mut ReadBuf<'_>,
+    ) -> Poll<io::Result<()>> {
+        Pin::new(&mut self.tcp).poll_read(cx, buf)
+    }
+}
+
+impl AsyncWrite for Counted {
+    fn poll_write(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &[u8],
+    ) -> Poll<io::Result<usize>> {
+        Pin::new(&mut self.tcp).poll_write(cx, buf)
+    }
+    fn poll_write_vectored(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        bufs: &[io::IoSlice<'_>],
+    ) -> Poll<io::Result<usize>> {
+        Pin::new(&mut self.tcp).poll_write_vectored(cx, bufs)
+    }
+    fn is_write_vectored(&self) -> bool {
+        self.tcp.is_write_vectored()
+    }
+    fn poll_flush(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        Pin::new(&mut self.tcp).poll_flush(cx)
+    }
+    fn poll_shutdown(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        Pin::new(&mut self.tcp).poll_shutdown(cx)
+    }
+}
+
+/// Why a socket is refused before HTTP.
+fn refusal(open: usize, limits: &Limits, fds: Option<usize>) -> Option<ProtocolError> {
+    if open >= limits.max_sockets {
+        return Some(ProtocolError::new(
+            ErrorCode::LimitReached,
+            format!("too many open connections ({open}; maxConnections + {SOCKET_HEADROOM})"),
+        ));
+    }
+    if let (Some(limit), Some(fds)) = (limits.fd_limit, fds) {
+        if fds + FD_RESERVE >= limit {
+            return Some(ProtocolError::new(
+                ErrorCode::LimitReached,
+                format!(
+                    "the proxy is near its open-file limit ({fds} of {limit} descriptors in use)"
+                ),
+            ));
+        }
+    }
+    None
+}
+
+/// Answers a refused socket with a complete HTTP response and closes it.
+async fn refuse(mut tcp: TcpStream, e: ProtocolError) {
+    let body = e.http_body();
+    let status = e.code.http_status();
+    let head = format!(
+        "HTTP/1.1 {status} Too Many Requests\r\ncontent-type: application/json\r\ncontent-length: {}\r\nretry-after: 1\r\nconnection: close\r\n\r\n",
+        body.len()
+    );
+    let write = async {
+        tcp.write_all(head.as_bytes()).await?;
+        tcp.write_all(body.as_bytes()).await?;
+        tcp.shutdown().await
+    };
+    let _ = tokio::time::timeout(Duration::from_secs(1), write).await;
+}
+
+/// Accepts sockets until `shutdown` fires and serves HTTP/1.1 (with upgrades) on each through
+/// the service `make` builds for its peer. Returns once shutdown fired and every connection still
+/// speaking HTTP has finished (upgraded sockets are their sessions' to close).
+pub async fn serve<M, S, B>(
+    listener: TcpListener,
+    make: M,
+    limits: Limits,
+    mut shutdown: Shutdown,
+) -> io::Result<()>
+where
+    M: Fn(SocketAddr) -> S,
+    S: hyper::service::Service<Request<Incoming>, Response = hyper::Response<B>> + Send + 'static,
+    S::Future: Send + 'static,
+    S::Error: Into<Box<dyn std::error::Error + Send + Sync>>,
+    B: hyper::body::Body + Send + 'static,
+    B::Data: Send,
+    B::Error: Into<Box<dyn std::error::Error + Send + Sync>>,
+{
+    let open = Arc::new(AtomicUsize::new(0));
+    // Connections still speaking HTTP, for the drain at shutdown.
+    let (alive, mut drained) = tokio::sync::mpsc::channel::<()>(1);
+    let mut fds = open_fds();
+    let mut fds_read_at = tokio::time::Instant::now();
+    let mut accepted_since = 0usize;
+    let mut builder = hyper::server::conn::http1::Builder::new();
+    builder
+        .timer(TokioTimer::new())
+        .header_read_timeout(HEADER_READ_TIMEOUT);
+    loop {
+        let accepted = tokio::select! {
+            biased;
+            _ = shutdown.wait() => break,
+            a = listener.accept() => a,
+        };
+        let (tcp, peer) = match accepted {
+            Ok(a) => a,
+            Err(e) => {
+                // Out of descriptors (EMFILE/ENFILE) or a connection that died in the backlog:
+                // wait a moment rather than spin; the socket stays in the kernel's backlog.
+                tracing::warn!(error = %e, "accept failed");
+                tokio::time::sleep(Duration::from_millis(50)).await;
+                continue;
+            }
+        };
+        if let Err(e) = tcp.set_nodelay(true) {
+            // Frames must not wait for the client's delayed ACK (Nagle): small live frames
+            // would gain up to 40 ms of latency.
+            tracing::debug!(error = %e, "cannot set TCP_NODELAY");
+        }
+        if limits.fd_limit.is_some() && fds_read_at.elapsed() >= FD_REFRESH {
+            fds = open_fds();
+            fds_read_at = tokio::time::Instant::now();
+            accepted_since = 0;
+        }
+        accepted_since += 1;
+        let estimate = fds.map(|n| n + accepted_since);
+        if let Some(e) = refusal(open.load(Relaxed), &limits, estimate) {
+            tracing::warn!(%peer, reason = %e.message, "socket refused");
+            tokio::spawn(refuse(tcp, e));
+            continue;
+        }
+        open.fetch_add(1, Relaxed);
+        let io = TokioIo::new(Counted {
+            tcp,
+            open: open.clone(),
+        });
+        let conn = builder.serve_connection(io, make(peer)).with_upgrades();
+        let mut stop = shutdown.clone();
+        let alive = alive.clone();
+        tokio::spawn(async move {
+            let _alive = alive;
+            let mut conn = std::pin::pin!(conn);
+            tokio::select! {
+                r = conn.as_mut() => log_conn(r),
+                _ = stop.wait() => {
+                    conn.as_mut().graceful_shutdown();
+                    log_conn(conn.await);
+                }
+            }
+        });
+    }
+    drop(alive);
+    // Every sender gone: every HTTP connection finished.
+    let _ = drained.recv().await;
+    Ok(())
+}
+
+fn log_conn(r: Result<(), hyper::Error>) {
+    if let Err(e) = r {
+        // Header-read timeouts of slow or half-open clients land here.
+        tracing::debug!(error = %e, "connection ended with an error");
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn refuses_over_the_socket_cap_and_near_the_fd_limit() {
+        let limits = Limits {
+            max_sockets: 10,
+            fd_limit: Some(20_000),
+        };
+        assert!(refusal(9, &limits, Some(100)).is_none());
+        let e = refusal(10, &limits, Some(100)).unwrap();
+        assert_eq!(e.code, ErrorCode::LimitReached);
+        let e = refusal(0, &limits, Some(20_000 - FD_RESERVE)).unwrap();
+        assert!(e.message.contains("open-file limit"), "{}", e.message);
+        assert!(refusal(0, &limits, None).is_none());
+    }
+
+    #[test]
+    fn reads_the_open_file_limit_on_linux() {
+        if cfg!(target_os = "linux") {
+            assert!(open_file_limit().is_some_and(|n| n > 0));
+            assert!(open_fds().is_some_and(|n| n > 0));
+        }
+    }
+}

@@ -1,0 +1,109 @@
+//! Connection-level limits, before HTTP (docs/PROTOCOL.md, "Limits"): half-sent requests are
+//! dropped after the header-read timeout, and sockets beyond `maxConnections` + headroom are
+//! refused with 429 `limit_reached` while the proxy keeps serving the ones it holds.
+
+mod common;
+
+use std::time::{Duration, Instant};
+
+use common::Proxy;
+use kafka_proxy::transport::listen::{HEADER_READ_TIMEOUT, SOCKET_HEADROOM};
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::TcpStream;
+
+/// Sends a whole GET request on a fresh connection and returns the whole answer.
+async fn get(addr: std::net::SocketAddr, path: &str) -> String {
+    let mut tcp = TcpStream::connect(addr).await.expect("connect");
+    let req = format!("GET {path} HTTP/1.1\r\nhost: proxy\r\nconnection: close\r\n\r\n");
+    tcp.write_all(req.as_bytes()).await.expect("write request");
+    let mut answer = Vec::new();
+    tokio::time::timeout(Duration::from_secs(10), tcp.read_to_end(&mut answer))
+        .await
+        .expect("an answer within 10 s")
+        .expect("read answer");
+    String::from_utf8_lossy(&answer).into_owned()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn half_sent_requests_are_dropped_after_the_header_timeout() {
+    let proxy = Proxy::start().await;
+    let mut slow = TcpStream::connect(proxy.addr).await.unwrap();
+    // Headers that never end (slowloris).
+    slow.write_all(b"GET /healthz HTTP/1.1\r\nhost: proxy\r\n")
+        .await
+        .unwrap();
+    let started = Instant::now();
+    // A whole request beside it is answered at once.
+    assert!(get(proxy.addr, "/healthz")
+        .await
+        .starts_with("HTTP/1.1 200"));
+    let mut buf = Vec::new();
+    let read = tokio::time::timeout(
+        HEADER_READ_TIMEOUT + Duration::from_secs(5),
+        slow.read_to_end(&mut buf),
+    )
+    .await
+    .expect("the proxy drops a half-sent request");
+    // Closed (EOF, or a reset), with no 2xx answer.
+    assert!(
+        read.is_err() || !String::from_utf8_lossy(&buf).contains(" 200 "),
+        "{buf:?}"
+    );
+    let took = started.elapsed();
+    assert!(
+        took >= HEADER_READ_TIMEOUT - Duration::from_secs(1),
+        "dropped after {took:?}, before the timeout"
+    );
+    proxy.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sockets_beyond_the_cap_are_refused_with_429_then_accepted_again() {
+    const MAX: usize = 4;
+    let proxy = Proxy::start_with(|c| c.max_connections = MAX).await;
+    let cap = MAX + SOCKET_HEADROOM;
+    // Half-open connections: connected, nothing sent.
+    let mut idle = Vec::with_capacity(cap);
+    for _ in 0..cap {
+        idle.push(TcpStream::connect(proxy.addr).await.expect("connect"));
+    }
+    // The accept loop takes them asynchronously: probe until one is refused.
+    let deadline = Instant::now() + Duration::from_secs(20);
+    let refused = loop {
+        let answer = get(proxy.addr, "/healthz").await;
+        if answer.starts_with("HTTP/1.1 429") {
+            break answer;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "never refused with {cap} sockets open: {answer}"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    };
+    assert!(refused.contains("\"limit_reached\""), "{refused}");
+    assert!(refused.contains("maxConnections"), "{refused}");
+    assert!(
+        refused.to_ascii_lowercase().contains("retry-after: 1"),
+        "{refused}"
+    );
+    // The sockets it holds are still served.
+    let mut held = idle.pop().expect("a held socket");
+    held.write_all(b"GET /healthz HTTP/1.1\r\nhost: proxy\r\nconnection: close\r\n\r\n")
+        .await
+        .unwrap();
+    let mut answer = Vec::new();
+    held.read_to_end(&mut answer).await.unwrap();
+    assert!(String::from_utf8_lossy(&answer).starts_with("HTTP/1.1 200"));
+    // Once they leave, new sockets are accepted again.
+    drop(idle);
+    let deadline = Instant::now() + Duration::from_secs(20);
+    loop {
+        let answer = get(proxy.addr, "/healthz").await;
+        if answer.starts_with("HTTP/1.1 200") {
+            break;
+        }
+        assert!(Instant::now() < deadline, "still refused: {answer}");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    proxy.stop().await;
+}
