@@ -297,6 +297,7 @@ impl Reader {
         kafka: &Kafka,
         req: &ConsumeRequest,
     ) -> Result<(Reader, Fetch, mpsc::UnboundedReceiver<RebalanceEvent>), ProtocolError> {
+        let _turn = kafka.setup_turn().await;
         let plan = kafka
             .resolve_start(&req.topics, &req.assignment, &req.start)
             .await?;
@@ -335,6 +336,7 @@ impl Reader {
         kafka: &Kafka,
         topic: &str,
     ) -> Result<(Reader, Fetch, Vec<(String, i32)>), ProtocolError> {
+        let _turn = kafka.setup_turn().await;
         let partitions = kafka.partitions(topic).await?;
         let mut tpl = TopicPartitionList::new();
         let mut pairs = Vec::with_capacity(partitions.len());

@@ -23,6 +23,9 @@ use rdkafka::ClientContext;
 use crate::config::Config;
 use crate::protocol::{ErrorCode, ProtocolError};
 
+/// Sessions setting up their Kafka side at once; the rest wait their turn (docs/PROTOCOL.md).
+pub const SETUP_CONCURRENCY: usize = 32;
+
 /// Timeout for metadata and offset look-ups made on behalf of a client.
 const LOOKUP_TIMEOUT: Duration = Duration::from_secs(5);
 
@@ -101,10 +104,35 @@ impl ClientContext for LogContext {
         }
     }
     fn error(&self, error: KafkaError, reason: &str) {
-        tracing::debug!(%error, "librdkafka error: {reason}");
+        if needs_operator(&error) {
+            // The proxy's own credentials or TLS setup are wrong: nothing a client can fix, and
+            // nothing that heals by itself.
+            tracing::warn!(%error, "Kafka refuses the proxy: {reason}");
+        } else {
+            // Transport hiccups librdkafka retries by itself.
+            tracing::debug!(%error, "librdkafka error: {reason}");
+        }
     }
 }
 impl ConsumerContext for LogContext {}
+
+/// librdkafka errors about the proxy's own access to Kafka, which an operator must see.
+fn needs_operator(e: &KafkaError) -> bool {
+    matches!(
+        e.rdkafka_error_code(),
+        Some(
+            RDKafkaErrorCode::Authentication
+                | RDKafkaErrorCode::SaslAuthenticationFailed
+                | RDKafkaErrorCode::SSL
+                | RDKafkaErrorCode::ClusterAuthorizationFailed
+                | RDKafkaErrorCode::TopicAuthorizationFailed
+                | RDKafkaErrorCode::GroupAuthorizationFailed
+                | RDKafkaErrorCode::UnsupportedSASLMechanism
+                | RDKafkaErrorCode::IllegalSASLState
+                | RDKafkaErrorCode::InvalidConfig
+        )
+    )
+}
 
 /// Topic -> (when fetched, partition ids).
 type PartitionCache = HashMap<String, (Instant, Arc<[i32]>)>;
@@ -121,6 +149,10 @@ pub struct Kafka {
     /// Only one readiness look-up at a time; concurrent callers wait for it and read its result,
     /// so an unauthenticated `/readyz` flood cannot occupy the blocking pool.
     ready_refresh: tokio::sync::Mutex<()>,
+    /// Bounds how many sessions set up their Kafka side at once (look-ups, a new client, the
+    /// group join): a reconnect storm of thousands of sockets queues here instead of starting
+    /// thousands of librdkafka clients, and their threads and sockets, together.
+    setup: tokio::sync::Semaphore,
     /// Partition lists of existing topics with when they were fetched, so produce does not pay a
     /// blocking metadata round trip per request. Unknown topics are never cached.
     partition_cache: Mutex<PartitionCache>,
@@ -152,6 +184,7 @@ impl Kafka {
             producer,
             ready: Mutex::new(None),
             ready_refresh: tokio::sync::Mutex::new(()),
+            setup: tokio::sync::Semaphore::new(SETUP_CONCURRENCY),
             partition_cache: Mutex::new(HashMap::new()),
         })
     }
@@ -183,6 +216,12 @@ pub async fn blocking<T: Send + 'static>(
 }
 
 impl Kafka {
+    /// A turn to set up a session's Kafka side; held until the session's consumer has joined.
+    pub async fn setup_turn(&self) -> Option<tokio::sync::SemaphorePermit<'_>> {
+        // Never closed, so `None` cannot happen; a session then goes on without waiting.
+        self.setup.acquire().await.ok()
+    }
+
     /// Waits up to `limit` for queued produce records to reach Kafka (off the async workers).
     pub async fn flush(self: &Arc<Self>, limit: Duration) {
         let k = self.clone();
@@ -191,5 +230,26 @@ impl Kafka {
             let _ = k.producer.flush(limit);
         })
         .await;
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_proxys_own_access_problems_reach_the_operator() {
+        let auth = KafkaError::ClientCreation("x".into());
+        assert!(!needs_operator(&auth));
+        for code in [
+            RDKafkaErrorCode::Authentication,
+            RDKafkaErrorCode::SaslAuthenticationFailed,
+            RDKafkaErrorCode::TopicAuthorizationFailed,
+        ] {
+            assert!(needs_operator(&KafkaError::Global(code)), "{code:?}");
+        }
+        assert!(!needs_operator(&KafkaError::Global(
+            RDKafkaErrorCode::BrokerTransportFailure
+        )));
     }
 }
