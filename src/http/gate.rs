@@ -4,21 +4,21 @@
 
 use std::collections::HashMap;
 
-use axum::extract::rejection::QueryRejection;
 use axum::extract::ws::rejection::WebSocketUpgradeRejection;
 use axum::extract::ws::WebSocketUpgrade;
-use axum::extract::Query;
+use axum::extract::RawQuery;
 use axum::http::{header, HeaderMap};
 
 use super::{AppState, HttpError};
 use crate::access::admission::Permit;
 use crate::access::{Action, Principal, Resource};
-use crate::protocol::ProtocolError;
+use crate::protocol::{parse_query, ProtocolError};
 
 /// A WebSocket upgrade, or why the request is not one (answered with a JSON 400).
 pub type Ws = Result<WebSocketUpgrade, WebSocketUpgradeRejection>;
-/// Query parameters, or why they could not be decoded (answered with a JSON 400).
-pub type Params = Result<Query<HashMap<String, String>>, QueryRejection>;
+/// The raw query string; the gate decodes it (`protocol::parse_query`) so that a parameter
+/// given twice is refused rather than silently reduced to one, as `Query<HashMap>` would.
+pub type Params = RawQuery;
 
 /// Whether a request takes a session slot (`maxConnections`).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -66,9 +66,7 @@ impl AppState {
             let principal = self
                 .auth
                 .check(headers.get(header::AUTHORIZATION).map(|v| v.as_bytes()))?;
-            let params = q
-                .map(|Query(m)| m)
-                .map_err(|e| ProtocolError::bad_request(format!("bad query string: {e}")))?;
+            let params = parse_query(q.0.as_deref().unwrap_or(""))?;
             let req = (endpoint.parse)(&params)?;
             self.policy
                 .authorize_all(&principal, &(endpoint.wants)(&req))?;

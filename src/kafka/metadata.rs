@@ -5,6 +5,7 @@ use std::collections::HashMap;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
+use futures::{stream, StreamExt, TryStreamExt};
 use rdkafka::consumer::Consumer;
 use rdkafka::error::KafkaError;
 use rdkafka::types::RDKafkaRespErr;
@@ -16,9 +17,37 @@ use super::{
 };
 use crate::protocol::consume::{Assignment, StartAt};
 
+/// How long a topic Kafka reported unknown is answered `UnknownTopic` without asking again, so a
+/// flood of requests for a missing topic costs one metadata round trip per this interval. Short:
+/// a topic created meanwhile becomes usable after it.
+pub const UNKNOWN_TOPIC_TTL: Duration = Duration::from_secs(2);
+
+/// Metadata and watermark look-ups one consume request runs at once.
+const LOOKUP_CONCURRENCY: usize = 8;
+
+/// The longest all the look-ups of one consume request may take together; each one alone is
+/// bounded by `LOOKUP_TIMEOUT`.
+pub const RESOLVE_TIMEOUT: Duration = Duration::from_secs(8);
+
 impl Kafka {
-    /// Partition ids of `topic`, or `UnknownTopic`.
+    /// Partition ids of `topic` fresh from Kafka, or `UnknownTopic` (remembered for
+    /// `UNKNOWN_TOPIC_TTL`).
     pub async fn partitions(&self, topic: &str) -> Result<Vec<i32>, KafkaAdapterError> {
+        // An empty list in the cache marks an unknown topic: Kafka never reports a topic
+        // without partitions as existing.
+        if self.cached(topic).is_some_and(|ps| ps.is_empty()) {
+            return Err(KafkaAdapterError::UnknownTopic(topic.to_string()));
+        }
+        let fetched = self.fetch_partitions(topic).await;
+        match &fetched {
+            Ok(ps) => self.remember(topic, ps.as_slice().into()),
+            Err(KafkaAdapterError::UnknownTopic(_)) => self.remember(topic, Arc::from([])),
+            Err(_) => {}
+        }
+        fetched
+    }
+
+    async fn fetch_partitions(&self, topic: &str) -> Result<Vec<i32>, KafkaAdapterError> {
         let meta = self.meta.clone();
         let topic = topic.to_string();
         blocking(move || {
@@ -62,24 +91,37 @@ impl Kafka {
 
     /// Like `partitions`, but reuses a list fetched within `PARTITION_CACHE_TTL`.
     pub async fn partitions_cached(&self, topic: &str) -> Result<Arc<[i32]>, KafkaAdapterError> {
-        if let Ok(cache) = self.partition_cache.lock() {
-            if let Some((at, ps)) = cache.get(topic) {
-                if at.elapsed() < PARTITION_CACHE_TTL {
-                    return Ok(ps.clone());
-                }
-            }
+        match self.cached(topic) {
+            Some(ps) if ps.is_empty() => Err(KafkaAdapterError::UnknownTopic(topic.to_string())),
+            Some(ps) => Ok(ps),
+            None => Ok(self.partitions(topic).await?.into()),
         }
-        let ps: Arc<[i32]> = self.partitions(topic).await?.into();
+    }
+
+    /// The cached entry of `topic` while it is fresh: an empty list (unknown topic) for
+    /// `UNKNOWN_TOPIC_TTL`, partitions for `PARTITION_CACHE_TTL`.
+    fn cached(&self, topic: &str) -> Option<Arc<[i32]>> {
+        let cache = self.partition_cache.lock().ok()?;
+        let (at, ps) = cache.get(topic)?;
+        let ttl = if ps.is_empty() {
+            UNKNOWN_TOPIC_TTL
+        } else {
+            PARTITION_CACHE_TTL
+        };
+        (at.elapsed() < ttl).then(|| ps.clone())
+    }
+
+    fn remember(&self, topic: &str, ps: Arc<[i32]>) {
         if let Ok(mut cache) = self.partition_cache.lock() {
-            if cache.len() >= PARTITION_CACHE_MAX {
+            // Bounded: a flood of distinct names sweeps expired entries, then starts over.
+            if cache.len() >= PARTITION_CACHE_MAX && !cache.contains_key(topic) {
                 cache.retain(|_, (at, _)| at.elapsed() < PARTITION_CACHE_TTL);
                 if cache.len() >= PARTITION_CACHE_MAX {
                     cache.clear();
                 }
             }
-            cache.insert(topic.to_string(), (Instant::now(), ps.clone()));
+            cache.insert(topic.to_string(), (Instant::now(), ps));
         }
-        Ok(ps)
     }
 
     /// Low and high watermarks of one partition.
@@ -127,16 +169,41 @@ impl Kafka {
 
     /// Validates a consume request against the cluster and resolves where each partition starts.
     /// Returns the start plan: partitions whose first assignment must begin somewhere other than
-    /// the committed offset.
+    /// the committed offset. The look-ups run `LOOKUP_CONCURRENCY` at a time and all of them
+    /// within `RESOLVE_TIMEOUT`, so a request naming many topics cannot hold a session for
+    /// minutes while Kafka is slow.
     pub async fn resolve_start(
         &self,
         topics: &[String],
         assignment: &Assignment,
         start: &StartAt,
     ) -> Result<StartPlan, KafkaAdapterError> {
+        tokio::time::timeout(RESOLVE_TIMEOUT, self.resolve(topics, assignment, start))
+            .await
+            .unwrap_or_else(|_| {
+                Err(KafkaAdapterError::Unavailable(format!(
+                    "metadata look-ups for {} topic(s) took longer than {} s",
+                    topics.len(),
+                    RESOLVE_TIMEOUT.as_secs()
+                )))
+            })
+    }
+
+    async fn resolve(
+        &self,
+        topics: &[String],
+        assignment: &Assignment,
+        start: &StartAt,
+    ) -> Result<StartPlan, KafkaAdapterError> {
+        // Collected first: a lazy `map` adapter inside the stream trips the compiler's `Send`
+        // proof for the session future (rust-lang/rust#102211).
+        let lookups: Vec<_> = topics.iter().map(|t| self.partitions(t)).collect();
+        let lists: Vec<Vec<i32>> = stream::iter(lookups)
+            .buffered(LOOKUP_CONCURRENCY)
+            .try_collect()
+            .await?;
         let mut all: Vec<(String, i32)> = Vec::new();
-        for t in topics {
-            let ps = self.partitions(t).await?;
+        for (t, ps) in topics.iter().zip(&lists) {
             match assignment {
                 Assignment::Group => all.extend(ps.iter().map(|p| (t.clone(), *p))),
                 Assignment::Partitions(wanted) => {
@@ -159,39 +226,47 @@ impl Kafka {
             StartAt::Earliest => plan.extend(all.iter().map(|tp| (tp.clone(), Offset::Beginning))),
             StartAt::Latest => plan.extend(all.iter().map(|tp| (tp.clone(), Offset::End))),
             StartAt::Offset(_) | StartAt::Offsets(_) => {
-                for (t, p) in &all {
-                    let wanted = match start {
-                        StartAt::Offset(o) => Some(*o),
-                        StartAt::Offsets(per) => {
-                            per.iter().find(|(pp, _)| pp == p).map(|(_, o)| *o)
-                        }
-                        _ => None,
-                    };
-                    let Some(offset) = wanted else { continue };
-                    let (low, high) = self.watermarks(t, *p).await?;
-                    if offset < low || offset > high {
-                        return Err(KafkaAdapterError::OffsetOutOfRange {
-                            topic: t.clone(),
-                            partition: *p,
-                            offset,
-                            low,
-                            high,
-                        });
-                    }
-                    plan.insert((t.clone(), *p), Offset::Offset(offset));
-                }
                 if let StartAt::Offsets(per) = start {
                     for (p, _) in per {
                         if !all.iter().any(|(_, ap)| ap == p) {
-                            let ps = self.partitions(&topics[0]).await?;
                             return Err(KafkaAdapterError::UnknownPartition(
                                 topics[0].clone(),
                                 *p,
-                                ps.len(),
+                                lists.first().map_or(0, Vec::len),
                             ));
                         }
                     }
                 }
+                let wanted: Vec<_> = all
+                    .iter()
+                    .filter_map(|(t, p)| {
+                        let offset = match start {
+                            StartAt::Offset(o) => Some(*o),
+                            StartAt::Offsets(per) => {
+                                per.iter().find(|(pp, _)| pp == p).map(|(_, o)| *o)
+                            }
+                            _ => None,
+                        }?;
+                        Some(async move {
+                            let (low, high) = self.watermarks(t, *p).await?;
+                            if offset < low || offset > high {
+                                return Err(KafkaAdapterError::OffsetOutOfRange {
+                                    topic: t.clone(),
+                                    partition: *p,
+                                    offset,
+                                    low,
+                                    high,
+                                });
+                            }
+                            Ok(((t.clone(), *p), Offset::Offset(offset)))
+                        })
+                    })
+                    .collect();
+                let starts: Vec<_> = stream::iter(wanted)
+                    .buffered(LOOKUP_CONCURRENCY)
+                    .try_collect()
+                    .await?;
+                plan.extend(starts);
             }
             StartAt::Timestamp(ts) => {
                 let meta = self.meta.clone();

@@ -3,9 +3,9 @@
 use std::collections::HashMap;
 use std::io::Write;
 
-use base64::Engine;
 use serde::Deserialize;
 
+use super::json::{write_bytes, write_int, write_str};
 use super::{parse_int, validate_topic, ProtocolError};
 
 /// Which records a session reads.
@@ -48,7 +48,8 @@ pub enum CommitMode {
 pub enum Encoding {
     /// A JSON string of the UTF-8 text; invalid sequences become U+FFFD.
     Text,
-    /// The bytes embedded as JSON when they parse as JSON, otherwise as `Text`.
+    /// The bytes embedded as JSON when they are strict UTF-8 JSON (`embeddable_json`),
+    /// otherwise as `Text`.
     Json,
     /// Standard base64 with padding.
     Base64,
@@ -90,6 +91,10 @@ pub struct ConsumeRequest {
 
 pub const DEFAULT_WINDOW: usize = 1000;
 pub const MAX_WINDOW: usize = 1_000_000;
+/// Most topics one consume request may name: each is looked up in Kafka before reading starts.
+pub const MAX_TOPICS: usize = 100;
+/// Most partitions one consume request may list in `partition` or `offset=P:N,...`.
+pub const MAX_PARTITIONS: usize = 1000;
 
 fn required<'a>(q: &'a HashMap<String, String>, name: &str) -> Result<&'a str, ProtocolError> {
     match q.get(name).map(|s| s.trim()) {
@@ -127,6 +132,17 @@ fn parse_offset(raw: &str) -> Result<i64, ProtocolError> {
             Ok(o)
         }
     })
+}
+
+/// `list` when its comma-separated entries are at most `MAX_PARTITIONS`.
+fn within_partition_limit<'a>(name: &str, list: &'a str) -> Result<&'a str, ProtocolError> {
+    let n = list.split(',').count();
+    if n > MAX_PARTITIONS {
+        return Err(ProtocolError::bad_request(format!(
+            "{name} lists {n} partitions; at most {MAX_PARTITIONS} per request"
+        )));
+    }
+    Ok(list)
 }
 
 /// Parses the seed's query: `topic`, `consumerGroup`, optional `offset` and `partition`.
@@ -185,8 +201,18 @@ pub fn parse_v1(q: &HashMap<String, String>) -> Result<ConsumeRequest, ProtocolE
         .split(',')
         .map(|t| t.trim().to_string())
         .collect();
+    // Refused before the upgrade: every topic costs a metadata look-up after it.
+    if topics.len() > MAX_TOPICS {
+        return Err(ProtocolError::bad_request(format!(
+            "topic names {} topics; at most {MAX_TOPICS} per request",
+            topics.len()
+        )));
+    }
     for t in &topics {
         validate_topic(t)?;
+    }
+    if (1..topics.len()).any(|i| topics[..i].contains(&topics[i])) {
+        return Err(ProtocolError::bad_request("topic lists a topic twice"));
     }
     let group = match q.get("group").map(|g| g.trim()) {
         Some(g) if !g.is_empty() => {
@@ -197,7 +223,8 @@ pub fn parse_v1(q: &HashMap<String, String>) -> Result<ConsumeRequest, ProtocolE
     };
     let partitions: Option<Vec<i32>> = match q.get("partition") {
         Some(p) => Some(
-            p.split(',')
+            within_partition_limit("partition", p)?
+                .split(',')
                 .map(parse_partition)
                 .collect::<Result<_, _>>()?,
         ),
@@ -246,7 +273,7 @@ pub fn parse_v1(q: &HashMap<String, String>) -> Result<ConsumeRequest, ProtocolE
     if let Some(o) = q.get("offset") {
         starts.push(if o.contains(':') {
             let mut per = Vec::new();
-            for pair in o.split(',') {
+            for pair in within_partition_limit("offset", o)?.split(',') {
                 let (p, off) = pair.split_once(':').ok_or_else(|| {
                     ProtocolError::bad_request("offset takes N or PARTITION:OFFSET,...")
                 })?;
@@ -435,85 +462,10 @@ impl BatchWriter {
         self.count = 0;
         let cap = self.buf.capacity().min(1 << 20);
         let out = std::mem::replace(&mut self.buf, Vec::with_capacity(cap));
-        // Every byte written is valid UTF-8: JSON punctuation, numbers, escaped strings.
+        // Every byte written is valid UTF-8: JSON punctuation, numbers, escaped strings, and
+        // embedded JSON only after `embeddable_json` checked it.
         String::from_utf8(out)
             .unwrap_or_else(|e| String::from_utf8_lossy(e.as_bytes()).into_owned())
-    }
-}
-
-/// Whether any byte needs JSON escaping (`<0x20`, `"`, `\\`) or, with `ascii`, is not ASCII.
-/// Branch-free over 32-byte blocks so the compiler vectorises it; this runs for every value.
-fn special(bytes: &[u8], ascii: bool) -> bool {
-    let hit = |b: u8| (b < 0x20) | (b == b'"') | (b == b'\\') | (ascii & (b >= 0x80));
-    let mut blocks = bytes.chunks_exact(32);
-    for block in &mut blocks {
-        if block.iter().fold(false, |acc, &b| acc | hit(b)) {
-            return true;
-        }
-    }
-    blocks.remainder().iter().any(|&b| hit(b))
-}
-
-fn write_quoted(buf: &mut Vec<u8>, bytes: &[u8]) {
-    buf.reserve(bytes.len() + 2);
-    buf.push(b'"');
-    buf.extend_from_slice(bytes);
-    buf.push(b'"');
-}
-
-fn write_str(buf: &mut Vec<u8>, s: &str) {
-    // Hot path: most keys and values need no escaping and are copied as they are.
-    if !special(s.as_bytes(), false) {
-        write_quoted(buf, s.as_bytes());
-        return;
-    }
-    // serde_json's string escaping matches JavaScript's JSON.stringify for valid UTF-8.
-    let _ = serde_json::to_writer(&mut *buf, s);
-}
-
-/// Decimal digits without going through `fmt` (this runs for every record).
-fn write_int(buf: &mut Vec<u8>, v: i64) {
-    let mut digits = [0u8; 20];
-    buf.extend_from_slice(super::decimal(v, &mut digits));
-}
-
-/// Text encoding: valid UTF-8 as is (checked with the fast validator), otherwise lossily.
-fn write_text(buf: &mut Vec<u8>, bytes: &[u8]) {
-    // Plain ASCII needs neither UTF-8 validation nor escaping.
-    if !special(bytes, true) {
-        write_quoted(buf, bytes);
-        return;
-    }
-    match std::str::from_utf8(bytes) {
-        Ok(s) => write_str(buf, s),
-        Err(_) => write_str(buf, &String::from_utf8_lossy(bytes)),
-    }
-}
-
-fn write_bytes(buf: &mut Vec<u8>, bytes: Option<&[u8]>, enc: Encoding) {
-    let Some(bytes) = bytes else {
-        buf.extend_from_slice(b"null");
-        return;
-    };
-    match enc {
-        Encoding::Text => write_text(buf, bytes),
-        Encoding::Json => {
-            if serde_json::from_slice::<serde::de::IgnoredAny>(bytes).is_ok() {
-                // Valid JSON is embedded as-is, minus surrounding whitespace.
-                buf.extend_from_slice(bytes.trim_ascii());
-            } else {
-                write_text(buf, bytes);
-            }
-        }
-        Encoding::Base64 => {
-            buf.push(b'"');
-            let start = buf.len();
-            let n = base64::encoded_len(bytes.len(), true).unwrap_or(0);
-            buf.resize(start + n, 0);
-            let _ =
-                base64::engine::general_purpose::STANDARD.encode_slice(bytes, &mut buf[start..]);
-            buf.push(b'"');
-        }
     }
 }
 
@@ -719,6 +671,58 @@ mod tests {
     }
 
     #[test]
+    fn v1_bounds_topics_and_partitions() {
+        let names = |n: usize| {
+            (0..n)
+                .map(|i| format!("t{i}"))
+                .collect::<Vec<_>>()
+                .join(",")
+        };
+        let nums = |n: usize| (0..n).map(|i| i.to_string()).collect::<Vec<_>>().join(",");
+        let pairs = |n: usize| {
+            (0..n)
+                .map(|i| format!("{i}:0"))
+                .collect::<Vec<_>>()
+                .join(",")
+        };
+        let ok = names(MAX_TOPICS);
+        assert_eq!(
+            parse_v1(&q(&[("topic", &ok), ("group", "g")]))
+                .unwrap()
+                .topics
+                .len(),
+            MAX_TOPICS
+        );
+        let many = names(MAX_TOPICS + 1);
+        let e = parse_v1(&q(&[("topic", &many), ("group", "g")])).unwrap_err();
+        assert!(e.message.contains("at most 100"), "{}", e.message);
+        assert!(parse_v1(&q(&[("topic", "a,b,a"), ("group", "g")])).is_err());
+
+        let ok = nums(MAX_PARTITIONS);
+        let r = parse_v1(&q(&[
+            ("topic", "a"),
+            ("partition", &ok),
+            ("from", "earliest"),
+        ]))
+        .unwrap();
+        assert_eq!(
+            r.assignment,
+            Assignment::Partitions((0..MAX_PARTITIONS as i32).collect())
+        );
+        let many = nums(MAX_PARTITIONS + 1);
+        let e = parse_v1(&q(&[
+            ("topic", "a"),
+            ("partition", &many),
+            ("from", "earliest"),
+        ]))
+        .unwrap_err();
+        assert!(e.message.contains("at most 1000"), "{}", e.message);
+        let many = pairs(MAX_PARTITIONS + 1);
+        let e = parse_v1(&q(&[("topic", "a"), ("group", "g"), ("offset", &many)])).unwrap_err();
+        assert!(e.message.starts_with("offset lists 1001"), "{}", e.message);
+    }
+
+    #[test]
     fn client_frames() {
         assert_eq!(
             parse_client_frame(r#"{"type":"ack","batch":4}"#).unwrap(),
@@ -746,51 +750,5 @@ mod tests {
             partitions_frame("assigned", &[("t".into(), 0), ("t".into(), 1)]),
             r#"{"type":"assigned","partitions":[{"topic":"t","partition":0},{"topic":"t","partition":1}]}"#
         );
-    }
-}
-
-#[cfg(test)]
-mod fast_path_tests {
-    use super::*;
-
-    #[test]
-    fn string_and_integer_fast_paths_match_serde_json_and_display() {
-        for s in [
-            "",
-            "plain",
-            "q\"uote",
-            "back\\slash",
-            "ctl\u{1}x",
-            "tab\t",
-            "é ünï",
-            "\u{7f}",
-        ] {
-            let mut b = Vec::new();
-            write_str(&mut b, s);
-            assert_eq!(b, serde_json::to_vec(s).unwrap(), "{s:?}");
-        }
-        // Longer than one 32-byte block, with the special byte in a later block.
-        let long = "x".repeat(70);
-        for s in [
-            long.clone(),
-            format!("{long}\"{long}"),
-            format!("{long}é{long}"),
-            format!("{}\n", "y".repeat(64)),
-        ] {
-            let mut b = Vec::new();
-            write_text(&mut b, s.as_bytes());
-            assert_eq!(b, serde_json::to_vec(&s).unwrap(), "{s:?}");
-            let mut b = Vec::new();
-            write_str(&mut b, &s);
-            assert_eq!(b, serde_json::to_vec(&s).unwrap(), "{s:?}");
-        }
-        for v in [0, 7, -1, 10, i64::MIN, i64::MAX, 1_234_567_890] {
-            let mut b = Vec::new();
-            write_int(&mut b, v);
-            assert_eq!(String::from_utf8(b).unwrap(), v.to_string());
-        }
-        let mut b = Vec::new();
-        write_text(&mut b, b"ok\xff");
-        assert_eq!(b, "\"ok\u{fffd}\"".as_bytes());
     }
 }

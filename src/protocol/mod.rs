@@ -3,8 +3,11 @@
 //! Everything a client can see is defined here so `docs/PROTOCOL.md` has one source to follow.
 
 pub mod consume;
+pub mod json;
 pub mod produce;
 pub mod tail;
+
+use std::collections::HashMap;
 
 use serde::Serialize;
 
@@ -184,6 +187,56 @@ impl ProtocolError {
     }
 }
 
+/// Parses a URL query string into its parameters, decoded as HTML forms and axum's `Query` do
+/// (`application/x-www-form-urlencoded`: `+` is a space, `%XX` a byte, invalid UTF-8 becomes
+/// U+FFFD, empty `&&` pieces are skipped, `name` alone means `name=`). A parameter given twice,
+/// even spelled differently (`topic` and `%74opic`), is refused: a map would keep one of them and
+/// the request would be half-understood.
+pub fn parse_query(raw: &str) -> Result<HashMap<String, String>, ProtocolError> {
+    let mut params = HashMap::new();
+    for piece in raw.split('&').filter(|p| !p.is_empty()) {
+        let (name, value) = piece.split_once('=').unwrap_or((piece, ""));
+        let name = form_decode(name);
+        if params.contains_key(&name) {
+            return Err(ProtocolError::bad_request(format!(
+                "parameter {name:?} is given more than once; give it once (lists are comma-separated)"
+            )));
+        }
+        params.insert(name, form_decode(value));
+    }
+    Ok(params)
+}
+
+/// One `application/x-www-form-urlencoded` name or value; a `%` not followed by two hex digits
+/// stays as it is, like the WHATWG URL standard says.
+fn form_decode(s: &str) -> String {
+    let b = s.as_bytes();
+    let mut out = Vec::with_capacity(b.len());
+    let hex = |c: u8| (c as char).to_digit(16).map(|d| d as u8);
+    let mut i = 0;
+    while i < b.len() {
+        match b[i] {
+            b'+' => out.push(b' '),
+            b'%' => match (
+                b.get(i + 1).and_then(|&c| hex(c)),
+                b.get(i + 2).and_then(|&c| hex(c)),
+            ) {
+                (Some(hi), Some(lo)) => {
+                    out.push(hi << 4 | lo);
+                    i += 2;
+                }
+                _ => out.push(b'%'),
+            },
+            c => out.push(c),
+        }
+        i += 1;
+    }
+    match String::from_utf8(out) {
+        Ok(s) => s,
+        Err(e) => String::from_utf8_lossy(e.as_bytes()).into_owned(),
+    }
+}
+
 /// Parses a non-negative integer parameter with a clear message.
 pub(crate) fn parse_int<T: std::str::FromStr>(name: &str, raw: &str) -> Result<T, ProtocolError> {
     raw.trim().parse::<T>().map_err(|_| {
@@ -276,6 +329,36 @@ mod tests {
             e.http_body(),
             r#"{"error":{"code":"unknown_topic","message":"topic \"x\" does not exist"}}"#
         );
+    }
+
+    #[test]
+    fn query_decodes_like_forms() {
+        let q = parse_query("topic=a%2Cb&group=my+group&x&&y=%zz%4&z=%C3%A9%FF&e=a=b").unwrap();
+        assert_eq!(q["topic"], "a,b");
+        assert_eq!(q["group"], "my group");
+        assert_eq!(q["x"], "");
+        assert_eq!(q["y"], "%zz%4");
+        assert_eq!(q["z"], "é\u{fffd}");
+        assert_eq!(q["e"], "a=b");
+        assert_eq!(q.len(), 6);
+        assert!(parse_query("").unwrap().is_empty());
+    }
+
+    #[test]
+    fn query_refuses_a_parameter_given_twice() {
+        for raw in [
+            "topic=a&topic=b",
+            "topic=a&topic=a",
+            "topic=a&%74opic=b",
+            "group=g&topic=a&group=",
+            "x&x",
+        ] {
+            let e = parse_query(raw).unwrap_err();
+            assert_eq!(e.code, ErrorCode::BadRequest, "{raw}");
+            assert!(e.message.contains("more than once"), "{raw}: {}", e.message);
+        }
+        let e = parse_query("topic=a&topic=b").unwrap_err();
+        assert!(e.message.contains("\"topic\""), "{}", e.message);
     }
 
     #[test]
