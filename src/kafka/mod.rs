@@ -154,7 +154,8 @@ pub struct Kafka {
     /// thousands of librdkafka clients, and their threads and sockets, together.
     setup: tokio::sync::Semaphore,
     /// Partition lists of existing topics with when they were fetched, so produce does not pay a
-    /// blocking metadata round trip per request. Unknown topics are never cached.
+    /// blocking metadata round trip per request. An unknown topic is held as an empty list for
+    /// `metadata::UNKNOWN_TOPIC_TTL`, so a flood of requests for it costs one look-up.
     partition_cache: Mutex<PartitionCache>,
 }
 
