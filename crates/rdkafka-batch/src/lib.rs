@@ -14,14 +14,16 @@
 //! - Every message `rd_kafka_consume_batch_queue` returns is destroyed exactly once, after the
 //!   borrow handed to the caller ended ([`FetchQueue::poll_batch`]).
 //! - The wake-up callback's opaque is an `Arc<Notify>` kept alive until the callback is disabled.
+//! - [`RawHeaders`] borrows the message whose header list it reads, so it cannot outlive it.
 
 use std::ffi::{c_void, CStr, CString};
+use std::marker::PhantomData;
 use std::sync::{Arc, Weak};
 
 use rdkafka::bindings as rd;
 use rdkafka::consumer::{Consumer, ConsumerContext};
 use rdkafka::error::KafkaError;
-use rdkafka::message::{BorrowedHeaders, OwnedMessage};
+use rdkafka::message::{BorrowedHeaders, BorrowedMessage, OwnedMessage};
 use rdkafka::types::RDKafkaErrorCode;
 use rdkafka::{Message, Timestamp};
 use tokio::sync::Notify;
@@ -214,6 +216,11 @@ impl Record<'_> {
         )
     }
 
+    /// The record's headers as raw bytes (see [`RawHeaders`]).
+    pub fn raw_headers(&self) -> RawHeaders<'_> {
+        raw_headers(self.m)
+    }
+
     fn bytes(&self, ptr: *const c_void, len: usize) -> Option<&[u8]> {
         if ptr.is_null() {
             None
@@ -291,5 +298,72 @@ impl Message for Record<'_> {
             }
             Some(&*(hdrs as *const BorrowedHeaders))
         }
+    }
+}
+
+/// A message's headers as raw bytes: `(name, value)`, a `None` value for a null one.
+///
+/// `rdkafka`'s `Headers` turns each name into `&str` with `unwrap()`, which panics on a name
+/// that is not UTF-8; Kafka does not check names, and a non-Java producer can write any bytes.
+pub struct RawHeaders<'a> {
+    hdrs: *const rd::rd_kafka_headers_t,
+    next: usize,
+    count: usize,
+    _message: PhantomData<&'a rd::rd_kafka_message_t>,
+}
+
+/// The headers of a message that `rdkafka` handed out (the consumer's own queue).
+pub fn message_raw_headers<'a>(m: &'a BorrowedMessage<'_>) -> RawHeaders<'a> {
+    // SAFETY: a `BorrowedMessage` points to a live message for as long as it is borrowed.
+    raw_headers(unsafe { &*(m.ptr() as *const rd::rd_kafka_message_t) })
+}
+
+fn raw_headers(m: &rd::rd_kafka_message_t) -> RawHeaders<'_> {
+    let mut hdrs = std::ptr::null_mut();
+    let ptr = m as *const rd::rd_kafka_message_t as *mut rd::rd_kafka_message_t;
+    // SAFETY: librdkafka parses the headers into the message on first use and owns the list
+    // for the message's life; the count reads that list only.
+    let count = unsafe {
+        let err = rd::rd_kafka_message_headers(ptr, &mut hdrs);
+        if err != rd::rd_kafka_resp_err_t::RD_KAFKA_RESP_ERR_NO_ERROR || hdrs.is_null() {
+            hdrs = std::ptr::null_mut();
+            0
+        } else {
+            rd::rd_kafka_header_cnt(hdrs)
+        }
+    };
+    RawHeaders {
+        hdrs,
+        next: 0,
+        count,
+        _message: PhantomData,
+    }
+}
+
+impl<'a> Iterator for RawHeaders<'a> {
+    type Item = (&'a [u8], Option<&'a [u8]>);
+
+    fn next(&mut self) -> Option<Self::Item> {
+        while self.next < self.count {
+            let idx = self.next;
+            self.next += 1;
+            let mut name = std::ptr::null();
+            let mut value = std::ptr::null();
+            let mut size = 0;
+            // SAFETY: `idx` < the list's count; the list lives as long as the message ('a).
+            let err = unsafe {
+                rd::rd_kafka_header_get_all(self.hdrs, idx, &mut name, &mut value, &mut size)
+            };
+            if err != rd::rd_kafka_resp_err_t::RD_KAFKA_RESP_ERR_NO_ERROR || name.is_null() {
+                continue;
+            }
+            // SAFETY: librdkafka's header names are NUL-terminated and values `size` bytes
+            // long, both owned by the list for the message's life.
+            let name = unsafe { CStr::from_ptr(name) }.to_bytes();
+            let value = (!value.is_null())
+                .then(|| unsafe { std::slice::from_raw_parts(value as *const u8, size) });
+            return Some((name, value));
+        }
+        None
     }
 }
