@@ -31,7 +31,7 @@ fn produce_with_raw_header_name(topic: &str, name: &[u8], value: &[u8], payload:
         vu(
             rd::rd_kafka_vtype_t::RD_KAFKA_VTYPE_MSGFLAGS,
             rd::rd_kafka_vu_s__bindgen_ty_1 {
-                i: rd::RD_KAFKA_MSG_F_COPY as i32,
+                i: rd::RD_KAFKA_MSG_F_COPY,
             },
         ),
         vu(
