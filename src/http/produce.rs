@@ -135,18 +135,28 @@ pub async fn http_produce(
             "no answer for the record",
         )));
     }
-    let outcomes: Vec<Outcome> = answers.iter().map(|(_, o)| o.clone()).collect();
-    let results: Vec<_> = answers
-        .iter()
-        .map(|(id, o)| wire::http_result(id.as_ref(), o))
-        .collect();
-    let status = StatusCode::from_u16(wire::http_batch_status(&outcomes))
+    let status = StatusCode::from_u16(wire::http_batch_status(answers.iter().map(|(_, o)| o)))
         .unwrap_or(StatusCode::MULTI_STATUS);
-    #[derive(serde::Serialize)]
-    struct Batch<'a> {
-        records: Vec<wire::HttpResult<'a>>,
-    }
-    Ok(json_response(status, &Batch { records: results }))
+    Ok(json_response(status, &Batch { records: &answers }))
+}
+
+/// A batch's response body, `{"records":[...]}`, serialized straight from the answers (at most
+/// `MAX_FRAME_RECORDS` of them) without copying them.
+#[derive(serde::Serialize)]
+struct Batch<'a> {
+    #[serde(serialize_with = "results")]
+    records: &'a [(Option<serde_json::Value>, Outcome)],
+}
+
+fn results<S: serde::Serializer>(
+    answers: &&[(Option<serde_json::Value>, Outcome)],
+    s: S,
+) -> Result<S::Ok, S::Error> {
+    s.collect_seq(
+        answers
+            .iter()
+            .map(|(id, o)| wire::http_result(id.as_ref(), o)),
+    )
 }
 
 fn json_response(status: StatusCode, body: &impl serde::Serialize) -> Response {

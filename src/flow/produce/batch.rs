@@ -11,7 +11,8 @@ use crate::protocol::produce::{self as wire, Decoded};
 use crate::protocol::{ErrorCode, ProtocolError};
 
 /// Sends every record (all in flight together) and waits for every answer, in input order.
-/// A request's records are bounded by the body limit, so they are not windowed further.
+/// A request holds at most `MAX_FRAME_RECORDS` records (the decoder refuses more), so they are
+/// not windowed further: that bounds the answers held and the response.
 pub async fn produce_all(
     kafka: &Kafka,
     topic: &str,

@@ -87,6 +87,9 @@ pub(crate) struct Session<'a, S> {
     partitions: Arc<[i32]>,
     /// Records read and decoded but not yet offered to the producer, in arrival order.
     decoded: Vec<Decoded>,
+    /// The records of the last frame read when they did not fit in the window: taken (moved to
+    /// `decoded`) once they fit, or once nothing else is unanswered; nothing is read meanwhile.
+    held: Vec<Decoded>,
     /// Every record offered or answered, in arrival order, until its answer is out.
     order: Order,
     /// Records refused with `QueueFull`, in order; while any wait, the socket is not read.
@@ -95,6 +98,8 @@ pub(crate) struct Session<'a, S> {
     batch: AcksBatch,
     /// Acks are encoded here and split off as frames that share its allocation.
     frames: Frames,
+    /// Bytes read since the session last yielded to other tasks.
+    unyielded: usize,
 }
 
 /// Frames read per turn at most (or `READ_BATCH_BYTES`), before the records go to the producer
@@ -118,14 +123,17 @@ impl<'a, S: Socket> Session<'a, S> {
             decoder: Decoder::new(req),
             partitions,
             decoded: Vec::new(),
+            held: Vec::new(),
             order: Order::new(),
             blocked: VecDeque::new(),
             batch: AcksBatch::default(),
             frames: Frames::default(),
+            unyielded: 0,
         }
     }
 
-    /// Records taken from the socket and not answered yet.
+    /// Records taken from the socket and not answered yet (the window counts these; a held
+    /// frame is read but not taken).
     fn outstanding(&self) -> usize {
         self.decoded.len() + self.order.len() + self.blocked.len() + self.conn.queued_records()
     }
@@ -133,6 +141,7 @@ impl<'a, S: Socket> Session<'a, S> {
     /// Whether every record taken has its answer written (or can no longer be written).
     fn answered(&self) -> bool {
         self.decoded.is_empty()
+            && self.held.is_empty()
             && self.order.is_empty()
             && self.blocked.is_empty()
             && (self.conn.queued_frames() == 0 || !self.conn.is_open())
@@ -154,6 +163,10 @@ impl<'a, S: Socket> Session<'a, S> {
         let mut refusing = false;
         let mut batch = Vec::new();
         loop {
+            if ending.is_some() {
+                // No more frames will be read: a held frame is answered like any other.
+                self.decoded.append(&mut self.held);
+            }
             std::mem::swap(&mut batch, &mut self.decoded);
             for d in batch.drain(..) {
                 if refusing {
@@ -169,7 +182,15 @@ impl<'a, S: Socket> Session<'a, S> {
             let reading = ending.is_none();
             let wake = std::future::poll_fn(|cx| self.poll_io(cx, &mut t, reading)).await;
             let end = match wake {
-                Wake::Work => continue,
+                Wake::Work => {
+                    // A client sending without pause keeps this loop busy: every
+                    // `READ_BATCH_BYTES` read, let the sockets sharing the thread have a turn.
+                    if self.unyielded >= READ_BATCH_BYTES {
+                        self.unyielded = 0;
+                        tokio::task::yield_now().await;
+                    }
+                    continue;
+                }
                 Wake::Retry => {
                     self.retry_blocked();
                     continue;
@@ -178,6 +199,7 @@ impl<'a, S: Socket> Session<'a, S> {
                 Wake::Shutdown => {
                     tracing::debug!(
                         outstanding = self.outstanding(),
+                        held = self.held.len(),
                         "shutdown: finishing records in flight"
                     );
                     refusing = true;
@@ -188,6 +210,7 @@ impl<'a, S: Socket> Session<'a, S> {
                 Wake::GaveUp => {
                     tracing::warn!(
                         outstanding = self.outstanding(),
+                        held = self.held.len(),
                         "produce session gave up waiting for deliveries"
                     );
                     break;
@@ -225,7 +248,12 @@ impl<'a, S: Socket> Session<'a, S> {
         if self.conn.take_progress() && !reading {
             return Poll::Ready(Wake::Work);
         }
-        let window_open = self.blocked.is_empty() && self.outstanding() < self.req.window;
+        if !self.held.is_empty() && self.blocked.is_empty() && self.fits(self.held.len()) {
+            self.decoded.append(&mut self.held);
+            return Poll::Ready(Wake::Work);
+        }
+        let window_open =
+            self.held.is_empty() && self.blocked.is_empty() && self.outstanding() < self.req.window;
         if reading && window_open {
             match self.poll_read(cx) {
                 Poll::Ready(Some(end)) => return Poll::Ready(Wake::ReadEnd(end)),
@@ -259,8 +287,16 @@ impl<'a, S: Socket> Session<'a, S> {
         Poll::Pending
     }
 
+    /// Whether a frame of `records` may be taken now: its records fit in the window, or nothing
+    /// else is unanswered (a frame may hold more than a small window).
+    fn fits(&self, records: usize) -> bool {
+        let outstanding = self.outstanding();
+        outstanding == 0 || outstanding + records <= self.req.window
+    }
+
     /// Reads and decodes the frames already received, up to a batch; `Ready(None)` once any
-    /// were read, `Ready(Some(end))` when reading is over.
+    /// were read, `Ready(Some(end))` when reading is over. A frame whose records do not fit in
+    /// the window is held, and reading stops.
     fn poll_read(&mut self, cx: &mut Context<'_>) -> Poll<Option<End>> {
         let (mut frames, mut bytes) = (0, 0);
         loop {
@@ -271,19 +307,30 @@ impl<'a, S: Socket> Session<'a, S> {
                 Poll::Pending => return Poll::Pending,
             };
             frames += 1;
+            let before = self.decoded.len();
             match frame {
                 Inbound::Text(t) => {
                     bytes += t.len();
+                    self.unyielded += t.len();
                     self.decoder.text_into(Bytes::from(t), &mut self.decoded);
                 }
                 Inbound::Binary(b) => {
                     bytes += b.len();
+                    self.unyielded += b.len();
                     self.decoder.binary_into(b, &mut self.decoded);
                 }
             }
+            // The frame's records count against the window before it is taken: `fits`, with
+            // them already in `outstanding`. One that does not fit waits in `held`.
+            let records = self.decoded.len() - before;
+            let outstanding = self.outstanding();
+            if outstanding > self.req.window && outstanding > records {
+                self.held.extend(self.decoded.drain(before..));
+                return Poll::Ready(None);
+            }
             if frames >= READ_BATCH_FRAMES
                 || bytes >= READ_BATCH_BYTES
-                || self.outstanding() >= self.req.window
+                || outstanding >= self.req.window
             {
                 return Poll::Ready(None);
             }
@@ -497,6 +544,25 @@ mod tests {
         futures::channel::mpsc::Receiver<Message>,
         tokio::task::JoinHandle<End>,
     ) {
+        let (mock, trigger, records, out, session, _) =
+            mock_session_with(props, &[], PIPE_OUT).await;
+        (mock, trigger, records, out, session)
+    }
+
+    /// `mock_session` with socket parameters besides `topic`, room for `out` + 1 answers in the
+    /// pipe, and the session's counters.
+    async fn mock_session_with(
+        props: &[(&str, &str)],
+        params: &[(&str, &str)],
+        out: usize,
+    ) -> (
+        MockCluster<'static, rdkafka::producer::DefaultProducerContext>,
+        crate::shutdown::ShutdownTrigger,
+        futures::channel::mpsc::Sender<Message>,
+        futures::channel::mpsc::Receiver<Message>,
+        tokio::task::JoinHandle<End>,
+        Arc<SessionStats>,
+    ) {
         let mock = MockCluster::new(1).unwrap();
         mock.create_topic("t", 2, 1).unwrap();
         let mut config = Config {
@@ -512,9 +578,13 @@ mod tests {
         let kafka = Arc::new(Kafka::new(config.clone()).unwrap());
         // Dropping the trigger would count as shutdown, so the caller keeps it.
         let (trigger, shutdown) = crate::shutdown::channel();
-        let req = wire::parse_ws(&crate::protocol::query(&[("topic", "t")])).unwrap();
+        let mut query = vec![("topic", "t")];
+        query.extend_from_slice(params);
+        let req = wire::parse_ws(&crate::protocol::query(&query)).unwrap();
+        let stats = Arc::new(SessionStats::default());
+        let session_stats = stats.clone();
         let (in_tx, in_rx) = futures::channel::mpsc::channel(PIPE_IN);
-        let (out_tx, out_rx) = futures::channel::mpsc::channel(PIPE_OUT);
+        let (out_tx, out_rx) = futures::channel::mpsc::channel(out);
         let session = tokio::spawn(async move {
             let deps = Deps {
                 kafka,
@@ -522,7 +592,6 @@ mod tests {
                 shutdown,
             };
             let partitions = check_target(&deps.kafka, &req).await.unwrap();
-            let stats = SessionStats::default();
             let pipe = Pipe {
                 rx: in_rx,
                 tx: out_tx,
@@ -533,10 +602,10 @@ mod tests {
                 deps.config.max_frame_bytes,
                 deps.shutdown.clone(),
             );
-            let mut s = Session::new(&req, &deps, &stats, &mut conn, partitions);
+            let mut s = Session::new(&req, &deps, &session_stats, &mut conn, partitions);
             s.run().await
         });
-        (mock, trigger, in_tx, out_rx, session)
+        (mock, trigger, in_tx, out_rx, session, stats)
     }
 
     async fn expect_acks(out: &mut futures::channel::mpsc::Receiver<Message>, n: usize) {
@@ -603,5 +672,64 @@ mod tests {
         let _out = reader.await.unwrap();
         records.close_channel();
         assert!(matches!(session.await.unwrap(), End::ClientGone));
+    }
+
+    /// Records the session has taken (and answered, since the mock stores every one), once that
+    /// number stops changing.
+    async fn settled_answers(stats: &SessionStats) -> u64 {
+        let mut last = u64::MAX;
+        loop {
+            tokio::time::sleep(Duration::from_millis(500)).await;
+            let now = stats.produced.load(Relaxed) + stats.produce_errors.load(Relaxed);
+            if now == last {
+                return now;
+            }
+            last = now;
+        }
+    }
+
+    /// A frame's records count against the window before the frame is taken: one that does not
+    /// fit waits, and the unanswered records never exceed the window (or one frame's records,
+    /// when a frame holds more than the whole window).
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn a_frame_is_taken_only_when_its_records_fit_the_window() {
+        const PER_FRAME: usize = 100;
+        let array = format!("[{}]", vec![r#"{"value":"x"}"#; PER_FRAME].join(","));
+        for window in [150usize, 250, 50] {
+            let w = window.to_string();
+            // The pipe holds one answer: every other record taken counts against the window.
+            let (_mock, _trigger, mut records, mut out, session, stats) =
+                mock_session_with(&[], &[("window", &w)], 0).await;
+            // Nobody reads the answers: send until the session stops taking frames.
+            let mut sent = 0;
+            while let Ok(r) =
+                tokio::time::timeout(Duration::from_secs(2), records.send(text(&array))).await
+            {
+                r.unwrap();
+                sent += 1;
+                assert!(sent < 1000, "the session never pushed back");
+            }
+            // Taken records are answered into the pipe (one) or still count against the window.
+            let taken = settled_answers(&stats).await as usize;
+            let bound = 1 + window.max(PER_FRAME);
+            assert!(
+                taken <= bound,
+                "window {window}: took {taken} records, bound {bound}"
+            );
+            // Reading the answers lets it go on: every record answered once, in order. The send
+            // that timed out may have left its frame in the pipe: its records come too.
+            expect_acks(&mut out, sent * PER_FRAME).await;
+            let mut extra = 0;
+            while let Ok(Some(m)) = tokio::time::timeout(Duration::from_secs(1), out.next()).await {
+                if let Message::Text(t) = m {
+                    let v: Value = serde_json::from_str(&t).unwrap();
+                    extra += 1;
+                    assert_eq!(v["id"], Value::from(sent * PER_FRAME + extra), "{v}");
+                }
+            }
+            assert!(extra == 0 || extra == PER_FRAME, "{extra} more answers");
+            records.close_channel();
+            assert!(matches!(session.await.unwrap(), End::ClientGone));
+        }
     }
 }

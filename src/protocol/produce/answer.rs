@@ -209,8 +209,10 @@ pub fn http_result<'a>(
 }
 
 /// The HTTP status of a batch: 200 when every record was stored, 207 when any failed.
-pub fn http_batch_status(outcomes: &[Result<(i32, i64), ProtocolError>]) -> u16 {
-    if outcomes.iter().all(Result::is_ok) {
+pub fn http_batch_status<'a>(
+    outcomes: impl IntoIterator<Item = &'a Result<(i32, i64), ProtocolError>>,
+) -> u16 {
+    if outcomes.into_iter().all(Result::is_ok) {
         200
     } else {
         207

@@ -13,8 +13,9 @@ use serde_json::value::RawValue;
 use serde_json::{Map, Value};
 
 use super::super::consume::{parse_encoding, Encoding};
-use super::super::ProtocolError;
-use super::{Decoded, FrameFormat, ProduceRequest, Record, RecordError};
+use super::super::{ErrorCode, ProtocolError};
+use super::bounded::{parse_bounded, Bounded, Parsed};
+use super::{Decoded, FrameFormat, ProduceRequest, Record, RecordError, MAX_FRAME_RECORDS};
 
 /// Turns frames into records, numbering them per socket.
 #[derive(Debug, Clone)]
@@ -91,7 +92,7 @@ impl Decoder {
 
     /// A JSON text frame, parsed into a `Value` tree: the general path, for any frame.
     pub(super) fn json_frame(&mut self, frame: &Bytes) -> Vec<Decoded> {
-        match serde_json::from_slice::<Value>(frame) {
+        match parse_bounded(frame) {
                 Ok(v) => self.json(v),
                 Err(e) => vec![Err(self.frame_error(ProtocolError::bad_request(format!(
                     "invalid JSON: {e}; a text frame starting with {{ or [ must be a JSON record or array of records (send plain values with format=raw)"
@@ -107,7 +108,8 @@ impl Decoder {
     pub(super) fn plain_json(&mut self, frame: &Bytes) -> Option<Vec<Decoded>> {
         let records: Vec<PlainRecord<'_>> = match frame.trim_ascii_start().first() {
             Some(b'{') => vec![serde_json::from_slice(frame).ok()?],
-            Some(b'[') => serde_json::from_slice(frame).ok()?,
+            // Over the limit the general path words the error.
+            Some(b'[') => serde_json::from_slice::<Bounded<_>>(frame).ok()?.0,
             _ => return None,
         };
         if records.is_empty() {
@@ -184,18 +186,24 @@ impl Decoder {
         if raw || self.format == FrameFormat::Raw {
             return Ok((vec![Ok(self.raw(body))], true));
         }
-        let v: Value = serde_json::from_slice(&body).map_err(|e| {
+        let v = parse_bounded(&body).map_err(|e| {
             ProtocolError::bad_request(format!(
                 "invalid JSON body: {e}; send a record object, an array of records, or a plain value with Content-Type: text/plain"
             ))
         })?;
         match v {
-            Value::Object(_) => Ok((self.json(v), true)),
-            Value::Array(ref a) if a.is_empty() => {
+            Parsed::Object(_) => Ok((self.json(v), true)),
+            Parsed::Array(ref a) if a.is_empty() => {
                 Err(ProtocolError::bad_request("empty record array"))
             }
-            Value::Array(_) => Ok((self.json(v), false)),
-            _ => Err(ProtocolError::bad_request(
+            Parsed::Array(_) => Ok((self.json(v), false)),
+            Parsed::TooMany => Err(ProtocolError::new(
+                ErrorCode::TooLarge,
+                format!(
+                    "a request holds at most {MAX_FRAME_RECORDS} records; send them in several requests"
+                ),
+            )),
+            Parsed::Other(_) => Err(ProtocolError::bad_request(
                 "the body must be a record object or an array of records",
             )),
         }
@@ -210,13 +218,13 @@ impl Decoder {
     }
 
     /// A parsed JSON frame: one record object or an array of them.
-    fn json(&mut self, v: Value) -> Vec<Decoded> {
+    fn json(&mut self, v: Parsed) -> Vec<Decoded> {
         match v {
-            Value::Object(m) => vec![self.record(m)],
-            Value::Array(items) if items.is_empty() => vec![Err(
+            Parsed::Object(m) => vec![self.record(m)],
+            Parsed::Array(items) if items.is_empty() => vec![Err(
                 self.frame_error(ProtocolError::bad_request("empty record array"))
             )],
-            Value::Array(items) => items
+            Parsed::Array(items) => items
                 .into_iter()
                 .map(|item| match item {
                     Value::Object(m) => self.record(m),
@@ -226,9 +234,12 @@ impl Decoder {
                     )))),
                 })
                 .collect(),
-            other => vec![Err(self.frame_error(ProtocolError::bad_request(format!(
-                "a JSON frame must be a record object or an array of records, got {}",
-                kind(&other)
+            Parsed::TooMany => vec![Err(self.frame_error(ProtocolError::new(
+                ErrorCode::TooLarge,
+                format!("a frame holds at most {MAX_FRAME_RECORDS} records; send them in several frames"),
+            )))],
+            Parsed::Other(kind) => vec![Err(self.frame_error(ProtocolError::bad_request(format!(
+                "a JSON frame must be a record object or an array of records, got {kind}"
             ))))],
         }
     }

@@ -1,8 +1,9 @@
 //! Produce side of the wire protocol: endpoint parameters and records (here), decoding frames
-//! into records (`decode`), and the answers (`answer`). Pure: the socket loop is
-//! `flow::produce`. The contract is docs/PROTOCOL.md ("Produce").
+//! into records (`decode`; `bounded` caps a frame's records), and the answers (`answer`). Pure:
+//! the socket loop is `flow::produce`. The contract is docs/PROTOCOL.md ("Produce").
 
 mod answer;
+mod bounded;
 mod decode;
 
 pub use answer::*;
@@ -51,6 +52,14 @@ pub const DEFAULT_WINDOW: usize = 10_000;
 /// Largest `window` a produce socket may ask for: its answers are held in the proxy (a few
 /// hundred bytes each at most) and its records in librdkafka's queue, which is shared and bounded.
 pub const MAX_WINDOW: usize = 100_000;
+
+/// Records one WebSocket frame, or one HTTP request, may hold (the elements of a JSON array).
+/// Every record gets an answer held until it is written, so without this a 1 MiB frame of
+/// `[0,0,...]` would become half a million error answers. A frame with more is refused whole
+/// with one `too_large` answer (it counts as one record, like a frame that is not JSON), a request
+/// with `413 too_large`; nothing of either is produced. 1000 keeps arrays large enough that the
+/// per-frame cost vanishes (the benchmark sends 100 per frame) and a batch's HTTP answer small.
+pub const MAX_FRAME_RECORDS: usize = 1000;
 
 /// How a produce socket answers records that were stored (`answers` parameter). Errors are
 /// always one frame per record.
@@ -391,6 +400,42 @@ mod tests {
         assert_eq!(v[2].as_ref().unwrap_err().ack_id(), Value::from(3));
         assert_eq!(v[3].as_ref().unwrap().seq, 4);
         assert_eq!(err(&mut d, "[]").seq, 5);
+    }
+
+    #[test]
+    fn a_frame_or_body_holds_at_most_max_frame_records() {
+        let array = |n: usize, elem: &str| format!("[{}]", vec![elem; n].join(","));
+        let mut d = dec(&[]);
+        let v = text(&mut d, &array(MAX_FRAME_RECORDS, r#"{"value":"v"}"#));
+        assert_eq!(v.len(), MAX_FRAME_RECORDS);
+        assert!(v.iter().all(Result::is_ok));
+        // One over: the whole frame is one error, numbered as one record.
+        for elem in [r#"{"value":"v"}"#, "0", r#"{"value":1}"#] {
+            let next = d.next_seq;
+            let e = err(&mut d, &array(MAX_FRAME_RECORDS + 1, elem));
+            assert_eq!(e.error.code, ErrorCode::TooLarge, "{elem}");
+            assert!(e.error.message.contains("1000"), "{}", e.error.message);
+            assert_eq!(e.seq, next);
+        }
+        // Half a million elements in a 1 MiB frame: one answer, nothing kept.
+        let e = err(&mut d, &array(500_000, "0"));
+        assert_eq!(e.error.code, ErrorCode::TooLarge);
+        // Reading stops at the element over the limit, whatever follows it.
+        let e = err(&mut d, &format!("{},", &array(MAX_FRAME_RECORDS + 1, "0")));
+        assert_eq!(e.error.code, ErrorCode::TooLarge);
+        let e = err(&mut d, &format!("{},", &array(MAX_FRAME_RECORDS, "0")));
+        assert_eq!(e.error.code, ErrorCode::BadRequest);
+        // The fast path leaves a long array to the general path.
+        let long = Bytes::from(array(MAX_FRAME_RECORDS + 1, r#"{"value":"v"}"#));
+        assert!(d.plain_json(&long).is_none());
+        let mut h = Decoder::new(&parse_http("t", &q(&[])).unwrap());
+        let e = h.http_body(long, false).unwrap_err();
+        assert_eq!(e.code, ErrorCode::TooLarge);
+        assert!(e.message.contains("request"), "{}", e.message);
+        let (v, _) = h
+            .http_body(Bytes::from(array(MAX_FRAME_RECORDS, "{}")), false)
+            .unwrap();
+        assert_eq!(v.len(), MAX_FRAME_RECORDS);
     }
 
     #[test]
