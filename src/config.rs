@@ -35,6 +35,7 @@ pub mod defaults {
     pub const SESSION_BUFFER_BYTES: usize = 4 << 20;
     pub const MAX_FRAME_BYTES: usize = 1 << 20;
     pub const MAX_CONNECTIONS: usize = 20_000;
+    pub const MAX_UNACKED_RECORDS: usize = 10_000_000;
     /// 0 disables the stats log.
     pub const STATS_INTERVAL_SECS: u64 = 0;
     pub const SHUTDOWN_GRACE_SECS: u64 = 10;
@@ -57,6 +58,7 @@ pub mod defaults {
             "session_buffer_bytes" => SESSION_BUFFER_BYTES.to_string(),
             "max_frame_bytes" => MAX_FRAME_BYTES.to_string(),
             "max_connections" => MAX_CONNECTIONS.to_string(),
+            "max_unacked_records" => MAX_UNACKED_RECORDS.to_string(),
             "stats_interval" => STATS_INTERVAL_SECS.to_string(),
             "shutdown_grace" => SHUTDOWN_GRACE_SECS.to_string(),
             "ping_interval" => PING_INTERVAL_SECS.to_string(),
@@ -182,6 +184,10 @@ pub struct Config {
     pub max_frame_bytes: usize,
     /// Most concurrent sessions; more are refused with 429 `limit_reached` before the upgrade.
     pub max_connections: usize,
+    /// Records delivered and not yet acknowledged (consume, `commit=ack`) or read and not yet
+    /// answered (produce), summed over every socket. Each socket reserves its `window` from this
+    /// budget when it opens; a socket that does not fit is refused with 429.
+    pub max_unacked_records: usize,
     /// Interval of the seed-style per-group stats log; `None` disables it.
     pub stats_interval: Option<Duration>,
     /// How long shutdown waits for sessions to close and commit.
@@ -208,6 +214,7 @@ impl Default for Config {
             session_buffer_bytes: defaults::SESSION_BUFFER_BYTES,
             max_frame_bytes: defaults::MAX_FRAME_BYTES,
             max_connections: defaults::MAX_CONNECTIONS,
+            max_unacked_records: defaults::MAX_UNACKED_RECORDS,
             stats_interval: stats_interval(defaults::STATS_INTERVAL_SECS),
             shutdown_grace: Duration::from_secs(defaults::SHUTDOWN_GRACE_SECS),
             ping_interval: Duration::from_secs(defaults::PING_INTERVAL_SECS),
@@ -273,6 +280,10 @@ pub struct Cli {
     /// Most concurrent sessions [maxConnections]
     #[arg(long = "max-connections")]
     pub max_connections: Option<usize>,
+    /// Most unacknowledged or unanswered records over all sockets; each socket reserves its
+    /// window [maxUnackedRecords]
+    #[arg(long = "max-unacked-records")]
+    pub max_unacked_records: Option<usize>,
     /// Seconds between per-group stats log lines; 0 disables [statsInterval]
     #[arg(long = "stats-interval")]
     pub stats_interval: Option<u64>,
@@ -306,6 +317,7 @@ struct FileConfig {
     session_buffer_bytes: Option<usize>,
     max_frame_bytes: Option<usize>,
     max_connections: Option<usize>,
+    max_unacked_records: Option<usize>,
     stats_interval: Option<u64>,
     shutdown_grace: Option<u64>,
     ping_interval: Option<u64>,
@@ -391,6 +403,12 @@ impl Config {
             .unwrap_or(defaults::MAX_FRAME_BYTES);
         let max_connections = pick!(cli.max_connections, "MAX_CONNECTIONS", file.max_connections)
             .unwrap_or(defaults::MAX_CONNECTIONS);
+        let max_unacked_records = pick!(
+            cli.max_unacked_records,
+            "MAX_UNACKED_RECORDS",
+            file.max_unacked_records
+        )
+        .unwrap_or(defaults::MAX_UNACKED_RECORDS);
         let stats_secs: u64 = pick!(cli.stats_interval, "STATS_INTERVAL", file.stats_interval)
             .unwrap_or(defaults::STATS_INTERVAL_SECS);
         let grace_secs: u64 = pick!(cli.shutdown_grace, "SHUTDOWN_GRACE", file.shutdown_grace)
@@ -460,6 +478,9 @@ impl Config {
         if max_connections == 0 {
             return Err(bad("maxConnections", "must be at least 1"));
         }
+        if max_unacked_records == 0 {
+            return Err(bad("maxUnackedRecords", "must be at least 1"));
+        }
         if ping_secs == 0 {
             return Err(bad("pingInterval", "must be at least 1"));
         }
@@ -486,6 +507,7 @@ impl Config {
             session_buffer_bytes,
             max_frame_bytes,
             max_connections,
+            max_unacked_records,
             stats_interval: stats_interval(stats_secs),
             shutdown_grace: Duration::from_secs(grace_secs),
             ping_interval: Duration::from_secs(ping_secs),

@@ -107,3 +107,59 @@ async fn sockets_beyond_the_cap_are_refused_with_429_then_accepted_again() {
     }
     proxy.stop().await;
 }
+
+/// The status line of an upgrade attempt that the proxy answers without upgrading, or 101.
+async fn upgrade_status(proxy: &Proxy, path: &str) -> (u16, String) {
+    use tokio_tungstenite::tungstenite::Error;
+    match tokio_tungstenite::connect_async(proxy.url(path)).await {
+        Ok((ws, resp)) => {
+            drop(ws);
+            (resp.status().as_u16(), String::new())
+        }
+        Err(Error::Http(resp)) => {
+            let body = resp
+                .body()
+                .as_ref()
+                .map(|b| String::from_utf8_lossy(b).into_owned())
+                .unwrap_or_default();
+            (resp.status().as_u16(), body)
+        }
+        Err(e) => panic!("upgrade of {path} failed: {e}"),
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn windows_are_reserved_from_one_budget_of_unacknowledged_records() {
+    let topic = common::topic("budget", 1).await;
+    let proxy = Proxy::start_with(|c| c.max_unacked_records = 1500).await;
+    let path = |g: &str| format!("/v1/consume?topic={topic}&group={g}&commit=ack&window=1000");
+    let first = proxy.connect(&path("b1")).await;
+    // 1000 of 1500 are reserved: another window of 1000 does not fit.
+    let (status, body) = upgrade_status(&proxy, &path("b2")).await;
+    assert_eq!(status, 429, "{body}");
+    assert!(body.contains("maxUnackedRecords = 1500"), "{body}");
+    // Neither does a produce socket (it reserves at least one frame's 1000 records).
+    let (status, _) = upgrade_status(&proxy, &format!("/v1/produce?topic={topic}")).await;
+    assert_eq!(status, 429);
+    // A smaller window fits, and sockets without a window never count.
+    let (status, _) = upgrade_status(
+        &proxy,
+        &format!("/v1/consume?topic={topic}&group=b3&commit=ack&window=400"),
+    )
+    .await;
+    assert_eq!(status, 101);
+    let (status, _) = upgrade_status(&proxy, &format!("/v1/tail?topic={topic}")).await;
+    assert_eq!(status, 101);
+    // Closing the first socket gives its window back.
+    common::close(first).await;
+    let deadline = Instant::now() + Duration::from_secs(20);
+    loop {
+        let (status, body) = upgrade_status(&proxy, &path("b4")).await;
+        if status == 101 {
+            break;
+        }
+        assert!(Instant::now() < deadline, "window never given back: {body}");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    proxy.stop().await;
+}

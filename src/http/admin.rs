@@ -5,7 +5,7 @@ use axum::extract::State;
 use axum::http::HeaderMap;
 use axum::response::{IntoResponse, Response};
 
-use super::gate::{Endpoint, Params, Slot};
+use super::gate::{no_window, Endpoint, Params, Slot};
 use super::{AppState, HttpError};
 use crate::access::{Action, Resource};
 
@@ -18,6 +18,7 @@ fn admit(state: &AppState, headers: &HeaderMap, q: Params) -> Result<(), HttpErr
             slot: Slot::None,
             parse: |_: &_| Ok(()),
             wants: |_: &()| vec![(Action::Admin, Resource::Proxy)],
+            window: no_window,
         },
     )?;
     Ok(())

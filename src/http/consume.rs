@@ -14,6 +14,14 @@ use crate::protocol::consume::{self, ConsumeRequest};
 
 const HINT: &str = "wscat --connect \"ws://HOST:PORT/?topic=T&consumerGroup=G\"";
 
+/// An acknowledging socket holds up to `window` records unacknowledged.
+fn window(req: &ConsumeRequest) -> usize {
+    match req.commit {
+        consume::CommitMode::Ack => req.window,
+        consume::CommitMode::Auto | consume::CommitMode::None => 0,
+    }
+}
+
 fn wants(req: &ConsumeRequest) -> Vec<(crate::access::Action, crate::access::Resource)> {
     consume_wants(&req.topics, req.group.as_deref())
 }
@@ -31,6 +39,7 @@ pub async fn seed(
         slot: Slot::Session,
         parse: |q: &_| consume::parse_seed(q, default_partition),
         wants,
+        window,
     };
     let (admitted, ws) = state.ws_gate(&headers, q, ws, HINT, endpoint)?;
     Ok(upgrade(state, peer, admitted, ws, "seed"))
@@ -48,6 +57,7 @@ pub async fn v1(
         slot: Slot::Session,
         parse: consume::parse_v1,
         wants,
+        window,
     };
     let (admitted, ws) = state.ws_gate(&headers, q, ws, HINT, endpoint)?;
     Ok(upgrade(state, peer, admitted, ws, "consume"))

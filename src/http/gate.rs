@@ -37,29 +37,37 @@ pub struct Admitted<R> {
     pub permit: Option<Permit>,
 }
 
-/// What an endpoint tells the gate: how to parse its parameters, and what the parsed request
-/// asks to do to what.
-pub struct Endpoint<P, W> {
+/// What an endpoint tells the gate: how to parse its parameters, what the parsed request asks
+/// to do to what, and how many unacknowledged records (its window) it may hold.
+pub struct Endpoint<P, W, V> {
     pub slot: Slot,
     pub parse: P,
     pub wants: W,
+    /// Records the request reserves from `maxUnackedRecords` while it runs.
+    pub window: V,
+}
+
+/// For endpoints that hold no records unacknowledged.
+pub fn no_window<R>(_: &R) -> usize {
+    0
 }
 
 impl AppState {
     /// Admission, authentication, parsing and authorization, in that order. A refusal is counted
     /// and answered with its documented status.
-    pub fn gate<R, P, W>(
+    pub fn gate<R, P, W, V>(
         &self,
         headers: &HeaderMap,
         q: Params,
-        endpoint: Endpoint<P, W>,
+        endpoint: Endpoint<P, W, V>,
     ) -> Result<Admitted<R>, HttpError>
     where
         P: FnOnce(&HashMap<String, String>) -> Result<R, ProtocolError>,
         W: FnOnce(&R) -> Vec<(Action, Resource)>,
+        V: FnOnce(&R) -> usize,
     {
         let passed = (|| {
-            let permit = match endpoint.slot {
+            let mut permit = match endpoint.slot {
                 Slot::Session => Some(self.admission.admit()?),
                 Slot::None => None,
             };
@@ -70,6 +78,9 @@ impl AppState {
             let req = (endpoint.parse)(&params)?;
             self.policy
                 .authorize_all(&principal, &(endpoint.wants)(&req))?;
+            if let Some(p) = &mut permit {
+                self.admission.reserve(p, (endpoint.window)(&req))?;
+            }
             Ok(Admitted {
                 req,
                 principal,
@@ -84,17 +95,18 @@ impl AppState {
 
     /// The whole gate of a WebSocket endpoint: `gate`, then a real upgrade request. `hint` shows
     /// how to connect when the request is not one.
-    pub fn ws_gate<R, P, W>(
+    pub fn ws_gate<R, P, W, V>(
         &self,
         headers: &HeaderMap,
         q: Params,
         ws: Ws,
         hint: &str,
-        endpoint: Endpoint<P, W>,
+        endpoint: Endpoint<P, W, V>,
     ) -> Result<(Admitted<R>, WebSocketUpgrade), HttpError>
     where
         P: FnOnce(&HashMap<String, String>) -> Result<R, ProtocolError>,
         W: FnOnce(&R) -> Vec<(Action, Resource)>,
+        V: FnOnce(&R) -> usize,
     {
         let admitted = self.gate(headers, q, endpoint)?;
         let ws = ws.map_err(|e| {

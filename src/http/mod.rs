@@ -61,7 +61,11 @@ impl AppState {
         AppState {
             auth: Authenticator::new(config.auth.clone()),
             policy: Policy::open(),
-            admission: Admission::new(config.max_connections, shutdown.clone()),
+            admission: Admission::new(
+                config.max_connections,
+                config.max_unacked_records,
+                shutdown.clone(),
+            ),
             tail: Arc::new(Hub::new(kafka.clone())),
             config,
             kafka,

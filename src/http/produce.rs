@@ -37,6 +37,8 @@ pub async fn ws_produce(
         slot: Slot::Session,
         parse: wire::parse_ws,
         wants,
+        // Unanswered records stay within the larger of the window and one frame's records.
+        window: |r: &ProduceRequest| r.window.max(wire::MAX_FRAME_RECORDS),
     };
     let (admitted, ws) = state.ws_gate(&headers, q, ws, HINT, endpoint)?;
     let Admitted {
@@ -83,6 +85,8 @@ pub async fn http_produce(
             wire::parse_http(&topic, q)
         },
         wants,
+        // A request holds at most this many records.
+        window: |_: &ProduceRequest| wire::MAX_FRAME_RECORDS,
     };
     // A request holds a session slot and the drain token while it runs, like a socket.
     let Admitted {

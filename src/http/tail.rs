@@ -7,7 +7,7 @@ use axum::extract::{ConnectInfo, State};
 use axum::http::HeaderMap;
 use axum::response::{IntoResponse, Response};
 
-use super::gate::{Admitted, Endpoint, Params, Slot, Ws};
+use super::gate::{no_window, Admitted, Endpoint, Params, Slot, Ws};
 use super::{configure, AppState, HttpError};
 use crate::access::{Action, Resource};
 use crate::config::Config;
@@ -31,6 +31,7 @@ pub async fn v1_tail(
         slot: Slot::Session,
         parse: parse_tail,
         wants: |(topic, _): &(String, _)| vec![(Action::Tail, Resource::Topic(topic.clone()))],
+        window: no_window,
     };
     let (admitted, ws) = state.ws_gate(&headers, q, ws, HINT, endpoint)?;
     let Admitted {
