@@ -8,13 +8,15 @@
 //!    frames, error and close codes; pure), startup options with their one source of defaults,
 //!    the stop signal, and counters with the session registry.
 //! 2. [`access`]: `authn` (credentials to a principal), `authz` (principal + action + resource
-//!    to allow or deny), `admission` (the session cap and shutdown).
+//!    to allow or deny), `admission` (the session cap, the unacknowledged-record budget,
+//!    shutdown).
 //! 3. [`kafka`]: the only module that uses librdkafka: shared clients and metadata look-ups
 //!    (`metadata`), session consumers with their rebalance events and batch fetch queue
 //!    (`consumer`; the queue's `unsafe` code is `crates/rdkafka-batch`), the shared producer
 //!    with its delivery routing (`producer`), and records as the use cases see them (`record`).
-//! 4. [`transport`]: `ws`, the one WebSocket driver: queued writes, pings, dead-peer and stall
-//!    detection, typed read errors, and every end's close code.
+//! 4. [`transport`]: `listen`, the accept loop with the connection-level limits (header-read
+//!    timeout, socket cap, descriptors in reserve); `ws`, the one WebSocket driver: queued
+//!    writes, pings, dead-peer and stall detection, typed read errors, every end's close code.
 //! 5. [`flow`]: the use cases: `consume` (batching, window, backpressure), `ledger` (the ack
 //!    ledger, pure), `tail` (hub and shared readers), `produce` (answer order and window;
 //!    `produce::socket`, `produce::batch` for HTTP).
