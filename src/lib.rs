@@ -79,6 +79,10 @@ pub async fn run(
         shutdown.clone(),
         token,
     );
+    tokio::spawn(release_memory_after_sessions_leave(
+        metrics.clone(),
+        shutdown.clone(),
+    ));
     if let Some(every) = config.stats_interval {
         tokio::spawn(metrics.clone().stats_log(every));
     }
@@ -112,6 +116,44 @@ pub async fn run(
         .max(std::time::Duration::from_millis(200));
     kafka.flush(left).await;
     Ok(())
+}
+
+/// How often the number of open sessions is looked at for `release_memory_after_sessions_leave`.
+const TRIM_CHECK: std::time::Duration = std::time::Duration::from_secs(5);
+
+/// Sessions that must have closed since the last look before freed memory is handed back.
+const TRIM_AFTER_CLOSED: usize = 100;
+
+/// After many sessions left (a storm passed, or everyone disconnected), hands the memory they
+/// freed back to the operating system; otherwise RSS stays near the storm's peak.
+async fn release_memory_after_sessions_leave(
+    metrics: Arc<metrics::Metrics>,
+    mut shutdown: Shutdown,
+) {
+    let mut tick = tokio::time::interval(TRIM_CHECK);
+    // Most sessions open since memory was last handed back.
+    let mut peak = 0usize;
+    // Looks left that hand memory back: librdkafka clients of closed sessions and readers are
+    // destroyed on blocking threads, some after their session has left the count, so the
+    // memory is handed back again on the next look too.
+    let mut again = 0u8;
+    loop {
+        tokio::select! {
+            _ = shutdown.wait() => return,
+            _ = tick.tick() => {}
+        }
+        let now = metrics.active();
+        peak = peak.max(now);
+        if now + TRIM_AFTER_CLOSED <= peak || (now == 0 && peak > 0) {
+            again = 2;
+            peak = now;
+        }
+        if again > 0 {
+            again -= 1;
+            kafka::release_free_memory().await;
+            tracing::debug!(sessions = now, "freed memory handed back");
+        }
+    }
 }
 
 /// The seed's embedding API: `KafkaProxy::new(config).listen().await`.

@@ -695,13 +695,18 @@ async fn storm(path: &str, label: &str, size: &Storm) -> StormFigures {
         );
         tokio::time::sleep(Duration::from_millis(200)).await;
     }
-    // Idle runtime threads leave after 10 s, and allocators give memory back on their own time
-    // (jemalloc decays dirty pages over 10 s): settle this long before the "after" figures.
+    // Once every session has left, the proxy hands the memory they freed back to the system
+    // (glibc's heaps, where librdkafka allocates; checked every 5 s): RSS comes back to within
+    // `RETURN_BOUND` of its baseline. Idle runtime threads leave after 10 s.
+    const RETURN_BOUND: u64 = 32 << 20;
     let settle: u64 = std::env::var("KP_STORM_SETTLE")
         .ok()
         .and_then(|v| v.parse().ok())
-        .unwrap_or(3);
+        .unwrap_or(15);
     for s in 0..settle {
+        if bin.stats().rss <= baseline.rss + RETURN_BOUND {
+            break;
+        }
         tokio::time::sleep(Duration::from_secs(1)).await;
         if std::env::var("KP_STORM_TRACE").is_ok() {
             eprintln!("[{label}] {}s after: {:?}", s + 1, bin.stats());
@@ -740,6 +745,10 @@ async fn storm(path: &str, label: &str, size: &Storm) -> StormFigures {
         peak.rss.saturating_sub(baseline.rss) <= bound,
         "{label}: grew by more than {:.0} MB: {figures:?}",
         bound as f64 / MB
+    );
+    assert!(
+        figures.after.rss <= baseline.rss + RETURN_BOUND,
+        "{label}: memory not handed back after the storm: {figures:?}"
     );
     figures
 }

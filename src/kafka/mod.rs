@@ -216,6 +216,12 @@ pub async fn blocking<T: Send + 'static>(
         .map_err(|e| KafkaAdapterError::Internal(format!("blocking task failed: {e}")))?
 }
 
+/// Hands the heap memory that closed sessions (their librdkafka clients above all) freed back to
+/// the operating system, off the async workers. See `rdkafka_batch::release_free_memory`.
+pub async fn release_free_memory() {
+    let _ = tokio::task::spawn_blocking(rdkafka_batch::release_free_memory).await;
+}
+
 impl Kafka {
     /// A turn to set up a session's Kafka side; held until the session's consumer has joined.
     pub async fn setup_turn(&self) -> Option<tokio::sync::SemaphorePermit<'_>> {
