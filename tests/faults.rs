@@ -128,10 +128,12 @@ impl Bin {
     }
 }
 
-/// The next JSON frame; `None` when a close frame (or the end) comes first.
+/// The next JSON frame; an error saying why when a close frame, the end or the deadline comes first.
 async fn next_json(ws: &mut Ws, within: Duration) -> Result<Value, String> {
+    // One deadline for all frames read: pings must not extend it.
+    let until = tokio::time::Instant::now() + within;
     loop {
-        let m = match tokio::time::timeout(within, ws.next()).await {
+        let m = match tokio::time::timeout_at(until, ws.next()).await {
             Err(_) => return Err(format!("no frame within {within:?}")),
             Ok(None) => return Err("socket ended".into()),
             Ok(Some(Err(e))) => return Err(format!("socket error: {e}")),
@@ -276,10 +278,11 @@ async fn fault2_failed_tail_reader_closes_its_sockets_and_the_next_socket_gets_a
         r.expect("topic deleted");
     }
     // The failure reaches the socket: an error frame, then the close code with a reason.
+    // librdkafka notices the deletion at a metadata refresh after fetch errors (about 30-45 s).
     let err = next_of(
         &mut first,
         "error",
-        Duration::from_secs(60),
+        Duration::from_secs(90),
         "after the topic was deleted",
     )
     .await;
