@@ -248,6 +248,12 @@ impl<'a, S: Socket> Session<'a, S> {
             let reading = self.conn.queued_frames() < CONTROL_QUEUE;
             let polling = self.holding.is_none() || self.paused;
             let fetching = polling && !self.batch_full && self.stash.is_empty();
+            // While holding, nothing else may wake this loop (a client that reads nothing makes no
+            // write progress): without this deadline it would never pause and poll the group again.
+            let pause_at = self
+                .holding
+                .filter(|_| !self.paused)
+                .map(|t| t + PAUSE_AFTER);
             tokio::select! {
                 biased;
                 _ = shutdown.wait() => return End::Shutdown,
@@ -297,6 +303,8 @@ impl<'a, S: Socket> Session<'a, S> {
                     None => return End::Error(stream_ended()),
                 },
                 _ = tokio::time::sleep_until(linger.into()), if !flush_ready && self.batch_started.is_some() => {}
+                // `update_flow` at the top of the loop then pauses; the group is polled again.
+                _ = tokio::time::sleep_until(pause_at.unwrap_or_else(Instant::now).into()), if pause_at.is_some() => {}
             }
         }
     }
@@ -477,6 +485,9 @@ impl<'a, S: Socket> Session<'a, S> {
             let since = *self.holding.get_or_insert_with(Instant::now);
             if !self.paused && since.elapsed() >= PAUSE_AFTER {
                 self.set_paused(true);
+                if !self.paused {
+                    self.holding = Some(Instant::now()); // retry later, not in a tight loop
+                }
             }
         } else if held < limit / 2 || !self.paused {
             self.holding = None;
@@ -575,6 +586,7 @@ impl<'a, S: Socket> Session<'a, S> {
             RebalanceEvent::Failed(reason) => {
                 return Err(ProtocolError::new(ErrorCode::KafkaError, reason.clone()));
             }
+            RebalanceEvent::Lost(e) => return Err(e.clone()),
         };
         if matches!(self.req.format, Format::V1(_)) {
             self.conn.push_text(frame);

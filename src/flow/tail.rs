@@ -15,10 +15,10 @@ use std::sync::{Arc, Mutex, OnceLock, Weak};
 
 use futures::StreamExt;
 use serde::Serialize;
-use tokio::sync::{broadcast, oneshot};
+use tokio::sync::{broadcast, mpsc, oneshot};
 
 use crate::flow::Deps;
-use crate::kafka::consumer::{Fetch, ReadFault, Reader};
+use crate::kafka::consumer::{Fetch, ReadFault, Reader, RebalanceEvent};
 use crate::kafka::record::Fetched;
 use crate::kafka::Kafka;
 use crate::metrics::{now_ms, SessionStats};
@@ -179,7 +179,7 @@ impl Hub {
                 format!("too many live-tail readers ({running} topics are followed; at most {MAX_READERS})"),
             ));
         }
-        let (reader, fetch, partitions) = Reader::open_tail(&self.kafka, &key.0).await?;
+        let (reader, fetch, partitions, events) = Reader::open_tail(&self.kafka, &key.0).await?;
         let (tx, _) = broadcast::channel(RING);
         let (stop_tx, stop_rx) = oneshot::channel();
         let failure = Arc::new(OnceLock::new());
@@ -206,7 +206,7 @@ impl Hub {
             ));
         }
         tracing::debug!(topic = %key.0, "tail reader starts");
-        tokio::spawn(read(reader, fetch, tx, stop_rx, enc, failure));
+        tokio::spawn(read(reader, fetch, events, tx, stop_rx, enc, failure));
         Ok(handle)
     }
 }
@@ -223,12 +223,13 @@ fn encoding_name(e: Encoding) -> &'static str {
 async fn read(
     reader: Reader,
     mut fetch: Fetch,
+    events: mpsc::UnboundedReceiver<RebalanceEvent>,
     tx: broadcast::Sender<Event>,
     stop: oneshot::Receiver<()>,
     enc: Encoding,
     failure: Arc<OnceLock<Arc<ProtocolError>>>,
 ) {
-    if let Some(err) = pump(&reader, &mut fetch, &tx, stop, enc).await {
+    if let Some(err) = pump(&reader, &mut fetch, events, &tx, stop, enc).await {
         tracing::warn!(error = %err, "tail reader failed; its sockets close");
         let err = Arc::new(err);
         // Set before publishing: a socket that subscribes after the event sees the flag.
@@ -298,6 +299,7 @@ impl Frames<'_> {
 async fn pump(
     reader: &Reader,
     fetch: &mut Fetch,
+    mut events: mpsc::UnboundedReceiver<RebalanceEvent>,
     tx: &broadcast::Sender<Event>,
     mut stop: oneshot::Receiver<()>,
     enc: Encoding,
@@ -336,6 +338,15 @@ async fn pump(
                     }
                 }
             }
+            // Read failures librdkafka reported only through the consumer (a deleted topic).
+            Some(ev) = events.recv() => match ev {
+                RebalanceEvent::Lost(e) => f.failed = Some(e),
+                RebalanceEvent::Failed(reason) => {
+                    f.failed = Some(ProtocolError::new(ErrorCode::KafkaError, reason));
+                }
+                // No group: nothing is assigned or revoked after the start.
+                RebalanceEvent::Assigned(_) | RebalanceEvent::Revoked(_) => {}
+            },
             m = stream.next() => match m {
                 Some(Ok(m)) => f.push(&m),
                 Some(Err(fault)) => f.error(fault),

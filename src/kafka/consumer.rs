@@ -84,12 +84,14 @@ pub enum RebalanceEvent {
     /// The assignment could not be applied (assign, route or rebalance failed): the session
     /// would stall on it silently, so it ends with this error instead.
     Failed(String),
+    /// A partition's read failed for good (its topic was deleted, or access was revoked).
+    Lost(ProtocolError),
 }
 
 /// Consumer context of one session: applies the start plan on assignment and reports rebalances.
 pub struct SessionContext {
     first_offsets: Mutex<HashMap<(String, i32), Offset>>,
-    /// `None` for the live tail's reader, which has no client to tell.
+    /// Where group events and read failures go (the session, or the tail reader).
     events: Option<mpsc::UnboundedSender<RebalanceEvent>>,
     commit: CommitMode,
     /// Where assigned partitions' records go: the session's batch fetch queue.
@@ -167,6 +169,11 @@ fn tpl_pairs(tpl: &TopicPartitionList) -> Vec<(String, i32)> {
 
 impl ClientContext for SessionContext {
     fn log(&self, level: RDKafkaLogLevel, fac: &str, log_message: &str) {
+        if fac == "ERROR" {
+            if let Some(e) = routed_fault(log_message) {
+                self.send(RebalanceEvent::Lost(e));
+            }
+        }
         LogContext.log(level, fac, log_message)
     }
     fn error(&self, error: KafkaError, reason: &str) {
@@ -271,6 +278,31 @@ pub fn consumer_error(e: &KafkaError) -> Option<ProtocolError> {
     }
 }
 
+/// A partition's read error that reached only librdkafka's log. librdkafka puts such errors
+/// (e.g. "topic does not exist" after a delete) on the partition's queue as plain error ops;
+/// once that queue is routed to the batch fetch queue, `rd_kafka_consume_batch_queue` does not
+/// return them but logs them with facility "ERROR" (rust-rdkafka sets no error callback). The
+/// line ends with the error's librdkafka description, which names the code.
+fn routed_fault(line: &str) -> Option<ProtocolError> {
+    use rdkafka::error::RDKafkaErrorCode as C;
+    [
+        C::UnknownTopicOrPartition,
+        C::UnknownTopic,
+        C::TopicAuthorizationFailed,
+    ]
+    .into_iter()
+    .find_map(|code| {
+        // `Display` is "Name (description)": keep "(description)".
+        let shown = code.to_string();
+        let described = shown.strip_prefix(&format!("{code:?} "))?;
+        if line.ends_with(described) {
+            consumer_error(&KafkaError::MessageConsumption(code))
+        } else {
+            None
+        }
+    })
+}
+
 type Inner = StreamConsumer<SessionContext>;
 
 /// A read failed: `None` for a transient error librdkafka retries, or the error that ends it.
@@ -335,7 +367,15 @@ impl Reader {
     pub async fn open_tail(
         kafka: &Kafka,
         topic: &str,
-    ) -> Result<(Reader, Fetch, Vec<(String, i32)>), ProtocolError> {
+    ) -> Result<
+        (
+            Reader,
+            Fetch,
+            Vec<(String, i32)>,
+            mpsc::UnboundedReceiver<RebalanceEvent>,
+        ),
+        ProtocolError,
+    > {
         let _turn = kafka.setup_turn().await;
         let partitions = kafka.partitions(topic).await?;
         let mut tpl = TopicPartitionList::new();
@@ -350,14 +390,16 @@ impl Reader {
             partitions: pairs.clone(),
             first_offsets: HashMap::new(),
         };
-        let ctx = SessionContext::new(&plan, CommitMode::None, None);
+        // No group events for assigned partitions; the channel carries read failures.
+        let (events_tx, events_rx) = mpsc::unbounded_channel();
+        let ctx = SessionContext::new(&plan, CommitMode::None, Some(events_tx));
         let (reader, fetch) = Reader::new(kafka.session_consumer(None, CommitMode::None, ctx)?);
         reader.consumer.context().route(&pairs);
         if let Err(e) = reader.consumer.assign(&tpl) {
             reader.close(fetch).await;
             return Err(kafka_error(e));
         }
-        Ok((reader, fetch, pairs))
+        Ok((reader, fetch, pairs, events_rx))
     }
 
     fn new(consumer: Inner) -> (Reader, Fetch) {
@@ -464,5 +506,27 @@ impl Fetch {
             None => f(Ok(&r)),
             Some(e) => f(Err(consumer_error(&e))),
         })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn read_errors_only_logged_by_librdkafka_are_recognised() {
+        // As librdkafka 2.12 logs them after a topic was deleted (see `routed_fault`).
+        let gone = "kafka-proxy-session#consumer-3: t [0]: topic does not exist \
+                    (Broker: Unknown topic or partition)";
+        let e = routed_fault(gone).expect("a deleted topic ends the read");
+        assert_eq!(e.code, ErrorCode::UnknownTopic);
+        // Transient or unrelated error lines are left to librdkafka's retries.
+        for line in [
+            "kafka-proxy-session#consumer-3: t [0]: desired partition is no longer available \
+             (Local: Unknown partition)",
+            "kafka-proxy-session#consumer-3: 127.0.0.1:9092/1: Connect failed (Local: Broker transport failure)",
+        ] {
+            assert!(routed_fault(line).is_none(), "{line}");
+        }
     }
 }
