@@ -209,7 +209,7 @@ fn query_like() -> impl Strategy<Value = String> {
 }
 
 proptest! {
-    #![proptest_config(config(256))]
+    #![proptest_config(config(512))]
 
     /// Any map of distinct names, however encoded, parses back to exactly itself.
     #[test]
@@ -374,7 +374,7 @@ const V1_KEYS: &[&str] = &[
 ];
 
 proptest! {
-    #![proptest_config(config(256))]
+    #![proptest_config(config(512))]
 
     /// A valid seed request, however spelled in the query string, parses to what it says.
     #[test]
@@ -697,7 +697,7 @@ fn v1_refuses_an_offset_list_naming_a_partition_twice() {
 }
 
 proptest! {
-    #![proptest_config(config(256))]
+    #![proptest_config(config(512))]
 
     /// A valid `/v1/consume` request, however spelled, parses to exactly what it says.
     #[test]
@@ -885,7 +885,7 @@ fn client_frame() -> impl Strategy<Value = ClientFrame> {
 }
 
 proptest! {
-    #![proptest_config(config(512))]
+    #![proptest_config(config(1024))]
 
     /// Every ack a client may send, in any field order and spacing, parses to itself.
     #[test]
@@ -1023,7 +1023,7 @@ fn check_produce_invariants(r: &ProduceRequest) {
 }
 
 proptest! {
-    #![proptest_config(config(256))]
+    #![proptest_config(config(512))]
 
     #[test]
     fn tail_round_trips(topic in valid_topic(), enc in option::of(encoding()), seed: u64) {
@@ -1648,7 +1648,7 @@ fn call() -> impl Strategy<Value = Call> {
 }
 
 proptest! {
-    #![proptest_config(config(256))]
+    #![proptest_config(config(512))]
 
     /// Frames of valid records (and records with one field broken) decode to exactly what was
     /// sent, numbered from where the socket is, each record answered once; HTTP bodies the same.
@@ -1876,7 +1876,7 @@ fn id_value() -> impl Strategy<Value = Value> {
 }
 
 proptest! {
-    #![proptest_config(config(256))]
+    #![proptest_config(config(512))]
 
     /// Every record frame, in every format, over batches with one writer, is strict JSON that
     /// holds exactly the records pushed, in order, with their fields.
