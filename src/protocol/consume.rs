@@ -279,6 +279,13 @@ pub fn parse_v1(q: &HashMap<String, String>) -> Result<ConsumeRequest, ProtocolE
                 })?;
                 per.push((parse_partition(p)?, parse_offset(off)?));
             }
+            // Two offsets for one partition: only one could be used, so the request is refused.
+            let mut named: Vec<i32> = per.iter().map(|(p, _)| *p).collect();
+            named.sort_unstable();
+            named.dedup();
+            if named.len() != per.len() {
+                return Err(ProtocolError::bad_request("offset names a partition twice"));
+            }
             StartAt::Offsets(per)
         } else {
             StartAt::Offset(parse_offset(o)?)
