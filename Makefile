@@ -29,4 +29,10 @@ kafka-start:
 kafka-stop:
 	scripts/kafka stop
 
+## Fault tests, long version (tests/chaos.rs with KP_CHAOS_LONG=1): 200,000 records, more consumer
+## crashes, proxy SIGKILLs and broker restarts, on the test's own broker at 127.0.0.1:19092.
+.PHONY: chaos
+chaos:
+	KP_CHAOS_LONG=1 cargo test --test chaos -- --nocapture
+
 -include bench.mk

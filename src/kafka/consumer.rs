@@ -56,9 +56,17 @@ impl Kafka {
             .set("message.max.bytes", fetch_max.to_string())
             .set("max.partition.fetch.bytes", fetch_max.to_string())
             .set("fetch.wait.max.ms", "100")
-            .set("heartbeat.interval.ms", "1000")
-            .set("session.timeout.ms", "30000")
             .set("enable.partition.eof", "false");
+        // The group's liveness settings are the operator's to tune (`-X`): a member that died
+        // without leaving (a proxy killed, a broker away) holds its partitions this long.
+        for (key, default) in [
+            ("heartbeat.interval.ms", "1000"),
+            ("session.timeout.ms", "30000"),
+        ] {
+            if !c.kafka_properties.contains_key(key) {
+                cc.set(key, default);
+            }
+        }
         if let Some(g) = group {
             cc.set("group.id", g);
         } else {
