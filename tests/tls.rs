@@ -12,6 +12,7 @@ use std::time::{Duration, Instant};
 use common::{produce, topic, unique, Proxy};
 use futures::StreamExt;
 use kafka_proxy::config::TlsFiles;
+use kafka_proxy::transport::listen::SOCKET_HEADROOM;
 use kafka_proxy::transport::tls::{HANDSHAKE_TIMEOUT, RELOAD_POLL};
 use rustls_pki_types::pem::PemObject;
 use rustls_pki_types::{CertificateDer, ServerName};
@@ -302,7 +303,10 @@ async fn https_and_wss_share_one_port() {
     let h2_only = TlsConnector::from(client_config(&pki.ca(), &[b"h2"]))
         .connect(ServerName::try_from("localhost").unwrap(), tcp)
         .await;
-    let e = h2_only.err().expect("h2-only handshake fails").to_string();
+    let e = match h2_only {
+        Ok(_) => panic!("an h2-only client completed the handshake"),
+        Err(e) => e.to_string(),
+    };
     assert!(e.contains("NoApplicationProtocol"), "{e}");
 
     // Plain HTTP on the TLS port gets no HTTP answer.
@@ -410,6 +414,48 @@ async fn a_silent_tls_client_is_dropped_without_holding_up_others() {
         held >= HANDSHAKE_TIMEOUT - Duration::from_secs(1),
         "closed after {held:?}"
     );
+    proxy.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sockets_beyond_the_cap_get_their_429_over_tls() {
+    const MAX: usize = 4;
+    let pki = Pki::new();
+    pki.issue("kp-one", 1);
+    pki.install("kp-one");
+    let proxy = Proxy::start_with(|c| {
+        c.max_connections = MAX;
+        c.tls = Some(pki.live());
+    })
+    .await;
+    let mut idle = Vec::new();
+    for _ in 0..MAX + SOCKET_HEADROOM {
+        idle.push(TcpStream::connect(proxy.addr).await.expect("connect"));
+    }
+    // The accept loop takes them asynchronously: probe until one is refused.
+    let start = Instant::now();
+    let refused = loop {
+        let mut s = tls_connect(proxy.addr.port(), &pki.ca())
+            .await
+            .expect("the refusal completes the handshake");
+        s.write_all(b"GET /healthz HTTP/1.1\r\nhost: proxy\r\n\r\n")
+            .await
+            .unwrap();
+        let mut raw = Vec::new();
+        // rustls reports a peer that closes without close_notify as an error after the data.
+        let _ = tokio::time::timeout(Duration::from_secs(5), s.read_to_end(&mut raw)).await;
+        let answer = String::from_utf8_lossy(&raw).into_owned();
+        if answer.starts_with("HTTP/1.1 429") {
+            break answer;
+        }
+        assert!(
+            start.elapsed() < Duration::from_secs(8),
+            "never refused: {answer}"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    };
+    assert!(refused.contains("\"limit_reached\""), "{refused}");
+    drop(idle);
     proxy.stop().await;
 }
 
