@@ -63,7 +63,9 @@ pub mod defaults {
             "shutdown_grace" => SHUTDOWN_GRACE_SECS.to_string(),
             "ping_interval" => PING_INTERVAL_SECS.to_string(),
             "log_format" => LOG_FORMAT.to_string(),
-            "config" | "partition" | "auth" | "kafka_property" => NONE.to_string(),
+            "config" | "partition" | "auth" | "kafka_property" | "tls_cert" | "tls_key" => {
+                NONE.to_string()
+            }
             _ => return None,
         })
     }
@@ -159,6 +161,13 @@ impl fmt::Debug for Secret {
     }
 }
 
+/// The PEM files of the listener's TLS certificate chain and private key (`tlsCert`, `tlsKey`).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct TlsFiles {
+    pub cert: PathBuf,
+    pub key: PathBuf,
+}
+
 /// The validated configuration the server runs with.
 #[derive(Debug, Clone)]
 pub struct Config {
@@ -199,6 +208,8 @@ pub struct Config {
     pub kafka_properties: BTreeMap<String, Secret>,
     /// Log format: `text` or `json`.
     pub log_format: String,
+    /// TLS on the listener (HTTPS and wss on the same port); `None` serves plain HTTP.
+    pub tls: Option<TlsFiles>,
 }
 
 impl Default for Config {
@@ -220,6 +231,7 @@ impl Default for Config {
             ping_interval: Duration::from_secs(defaults::PING_INTERVAL_SECS),
             kafka_properties: BTreeMap::new(),
             log_format: defaults::LOG_FORMAT.into(),
+            tls: None,
         }
     }
 }
@@ -300,6 +312,13 @@ pub struct Cli {
     /// Log format: text or json [logFormat]
     #[arg(long = "log-format")]
     pub log_format: Option<String>,
+    /// PEM certificate chain for HTTPS and wss on the same port; needs --tls-key; reloaded when
+    /// the file changes or on SIGHUP [tlsCert]
+    #[arg(long = "tls-cert")]
+    pub tls_cert: Option<PathBuf>,
+    /// PEM private key of --tls-cert [tlsKey]
+    #[arg(long = "tls-key")]
+    pub tls_key: Option<PathBuf>,
 }
 
 /// The TOML file's shape; names match the seed's constructor options.
@@ -323,6 +342,8 @@ struct FileConfig {
     ping_interval: Option<u64>,
     kafka_properties: Option<BTreeMap<String, String>>,
     log_format: Option<String>,
+    tls_cert: Option<PathBuf>,
+    tls_key: Option<PathBuf>,
 }
 
 fn env_parse<T: std::str::FromStr>(
@@ -417,6 +438,8 @@ impl Config {
             .unwrap_or(defaults::PING_INTERVAL_SECS);
         let log_format: String = pick!(cli.log_format, "LOG_FORMAT", file.log_format)
             .unwrap_or_else(|| defaults::LOG_FORMAT.into());
+        let tls_cert: Option<PathBuf> = pick!(cli.tls_cert, "TLS_CERT", file.tls_cert);
+        let tls_key: Option<PathBuf> = pick!(cli.tls_key, "TLS_KEY", file.tls_key);
 
         // Properties: file first, then environment, then CLI, later ones win per key.
         let mut kafka_properties = BTreeMap::new();
@@ -487,6 +510,24 @@ impl Config {
         if log_format != "text" && log_format != "json" {
             return Err(bad("logFormat", "expected text or json"));
         }
+        // The files themselves are read when the server starts (transport::tls), so a reload
+        // and the first load report problems the same way.
+        let tls = match (tls_cert, tls_key) {
+            (Some(cert), Some(key)) => Some(TlsFiles { cert, key }),
+            (None, None) => None,
+            (Some(_), None) => {
+                return Err(bad(
+                    "tlsKey",
+                    "tlsCert is set without tlsKey; give both or neither",
+                ))
+            }
+            (None, Some(_)) => {
+                return Err(bad(
+                    "tlsCert",
+                    "tlsKey is set without tlsCert; give both or neither",
+                ))
+            }
+        };
         for key in kafka_properties.keys() {
             if PROXY_OWNED_PROPERTIES.contains(&key.as_str()) {
                 return Err(bad(
@@ -513,6 +554,7 @@ impl Config {
             ping_interval: Duration::from_secs(ping_secs),
             kafka_properties,
             log_format,
+            tls,
         })
     }
 }
@@ -638,6 +680,39 @@ mod tests {
         assert!(e.to_string().contains("group.id"), "{e}");
         let e = load(&["--partition=-1"], &[]).unwrap_err();
         assert!(e.to_string().contains("partition"), "{e}");
+    }
+
+    #[test]
+    fn tls_cert_and_key_come_together() {
+        let e = load(&["--tls-cert", "/c.pem"], &[])
+            .unwrap_err()
+            .to_string();
+        assert_eq!(
+            e,
+            "bad value for tlsKey: tlsCert is set without tlsKey; give both or neither"
+        );
+        let e = load(&[], &[("KAFKA_PROXY_TLS_KEY", "/k.pem")])
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains("tlsKey is set without tlsCert"), "{e}");
+        let c = load(
+            &["--tls-cert", "/c.pem"],
+            &[("KAFKA_PROXY_TLS_KEY", "/k.pem")],
+        )
+        .unwrap();
+        assert_eq!(
+            c.tls,
+            Some(TlsFiles {
+                cert: "/c.pem".into(),
+                key: "/k.pem".into()
+            })
+        );
+        let dir = std::env::temp_dir().join(format!("kp-cfg3-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let f = dir.join("c.toml");
+        std::fs::write(&f, "tlsCert = \"/a.pem\"\ntlsKey = \"/b.pem\"\n").unwrap();
+        let c = load(&["--config", f.to_str().unwrap()], &[]).unwrap();
+        assert_eq!(c.tls.unwrap().key, PathBuf::from("/b.pem"));
     }
 
     #[test]

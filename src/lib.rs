@@ -59,6 +59,8 @@ pub enum ServerError {
     Io(#[from] std::io::Error),
     #[error("cannot create Kafka clients: {0}")]
     Kafka(#[from] kafka::KafkaAdapterError),
+    #[error("{0}")]
+    Tls(#[from] transport::tls::TlsError),
 }
 
 /// Serves on an already bound listener until `shutdown` fires, then closes every socket with 1001,
@@ -69,6 +71,12 @@ pub async fn run(
     shutdown: Shutdown,
 ) -> Result<(), ServerError> {
     let config = Arc::new(config);
+    // First, so a bad certificate stops startup before any Kafka client exists.
+    let tls = config
+        .tls
+        .as_ref()
+        .map(transport::tls::Tls::new)
+        .transpose()?;
     let kafka = Arc::new(kafka::Kafka::new(config.clone())?);
     let metrics = Arc::new(metrics::Metrics::default());
     let (token, drained) = shutdown::tracker();
@@ -89,12 +97,10 @@ pub async fn run(
     let app = http::router(state);
     let grace = config.shutdown_grace;
     let mut stop = shutdown.clone();
-    let serve = tokio::spawn(http::serve(
-        listener,
-        app,
-        config.max_connections,
-        shutdown.clone(),
-    ));
+    let serve = {
+        let (config, shutdown) = (config.clone(), shutdown.clone());
+        tokio::spawn(async move { http::serve(listener, app, &config, tls, shutdown).await })
+    };
     stop.wait().await;
     let deadline = tokio::time::Instant::now() + grace;
     tracing::info!(sessions = metrics.active(), "shutting down");
@@ -168,6 +174,11 @@ impl KafkaProxy {
 
     /// Binds `config.listen` and serves until SIGINT or SIGTERM.
     pub async fn listen(self) -> Result<(), ServerError> {
+        if let Some(files) = &self.config.tls {
+            // A bad certificate is reported before the port is bound and "listening" is logged;
+            // `run` loads the files again (cheap) for the embedders that call it directly.
+            transport::tls::Tls::new(files)?;
+        }
         let addr = self.config.listen;
         let listener = TcpListener::bind(addr)
             .await

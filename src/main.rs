@@ -37,7 +37,10 @@ async fn main() -> anyhow::Result<()> {
     }
     if let Err(e) = KafkaProxy::new(config).listen().await {
         tracing::error!(error = %e, "kafka-proxy stopped");
-        if matches!(e, kafka_proxy::ServerError::Bind { .. }) {
+        if matches!(
+            e,
+            kafka_proxy::ServerError::Bind { .. } | kafka_proxy::ServerError::Tls(_)
+        ) {
             std::process::exit(EXIT_CONFIG);
         }
         return Err(e.into());

@@ -32,6 +32,7 @@ use crate::metrics::Metrics;
 use crate::protocol::{ErrorCode, ProtocolError};
 use crate::shutdown::{SessionToken, Shutdown};
 use crate::transport::listen::{self, Limits};
+use crate::transport::tls::Tls;
 
 /// State every handler shares.
 #[derive(Clone)]
@@ -143,11 +144,13 @@ pub fn configure(ws: WebSocketUpgrade, config: &Config) -> WebSocketUpgrade {
 
 /// Serves `router` on `listener` until `shutdown` fires, through the accept loop's limits
 /// (`transport::listen`): sockets beyond `maxConnections` + headroom, or near the open-file
-/// limit, are refused with 429 before HTTP.
+/// limit, are refused with 429 before HTTP. With `tls` (loaded from `config.tls` at startup),
+/// HTTPS and wss share the port.
 pub async fn serve(
     listener: TcpListener,
     app: Router,
-    max_sessions: usize,
+    config: &Config,
+    tls: Option<Tls>,
     shutdown: Shutdown,
 ) -> std::io::Result<()> {
     let make = move |peer: SocketAddr| {
@@ -162,5 +165,6 @@ pub async fn serve(
             },
         )
     };
-    listen::serve(listener, make, Limits::for_sessions(max_sessions), shutdown).await
+    let limits = Limits::for_sessions(config.max_connections);
+    listen::serve(listener, make, limits, tls, shutdown).await
 }

@@ -4,6 +4,9 @@
 //! Sessions are capped by `maxConnections` in the gate; this caps sockets, which exist before a
 //! request is understood (a half-sent request holds one too). A socket counts until it closes,
 //! including after a WebSocket upgrade: the count travels with the socket itself (`Counted`).
+//!
+//! With TLS on, each socket's handshake runs in its own task, bounded by `HANDSHAKE_TIMEOUT`,
+//! so neither a slow client nor a burst of handshakes holds up the accept loop.
 
 use std::io;
 use std::net::SocketAddr;
@@ -19,6 +22,7 @@ use hyper_util::rt::{TokioIo, TokioTimer};
 use tokio::io::{AsyncRead, AsyncWrite, AsyncWriteExt, ReadBuf};
 use tokio::net::{TcpListener, TcpStream};
 
+use super::tls::{Tls, HANDSHAKE_TIMEOUT};
 use crate::protocol::{ErrorCode, ProtocolError};
 use crate::shutdown::Shutdown;
 
@@ -139,29 +143,38 @@ fn refusal(open: usize, limits: &Limits, fds: Option<usize>) -> Option<ProtocolE
     None
 }
 
-/// Answers a refused socket with a complete HTTP response and closes it.
-async fn refuse(mut tcp: TcpStream, e: ProtocolError) {
+/// Answers a refused socket with a complete HTTP response (over TLS when it is on) and closes
+/// it, all within one second: a refused socket is not counted, so it must not linger.
+async fn refuse(tcp: TcpStream, e: ProtocolError, tls: Option<Tls>) {
     let body = e.http_body();
     let status = e.code.http_status();
     let head = format!(
         "HTTP/1.1 {status} Too Many Requests\r\ncontent-type: application/json\r\ncontent-length: {}\r\nretry-after: 1\r\nconnection: close\r\n\r\n",
         body.len()
     );
-    let write = async {
-        tcp.write_all(head.as_bytes()).await?;
-        tcp.write_all(body.as_bytes()).await?;
-        tcp.shutdown().await
+    async fn write<W: AsyncWrite + Unpin>(mut w: W, head: &str, body: &str) -> io::Result<()> {
+        w.write_all(head.as_bytes()).await?;
+        w.write_all(body.as_bytes()).await?;
+        w.shutdown().await
+    }
+    let answer = async {
+        match tls {
+            None => write(tcp, &head, &body).await,
+            Some(tls) => write(tls.acceptor().accept(tcp).await?, &head, &body).await,
+        }
     };
-    let _ = tokio::time::timeout(Duration::from_secs(1), write).await;
+    let _ = tokio::time::timeout(Duration::from_secs(1), answer).await;
 }
 
 /// Accepts sockets until `shutdown` fires and serves HTTP/1.1 (with upgrades) on each through
-/// the service `make` builds for its peer. Returns once shutdown fired and every connection still
-/// speaking HTTP has finished (upgraded sockets are their sessions' to close).
+/// the service `make` builds for its peer, over TLS when `tls` is given (and then reloads its
+/// certificate while serving). Returns once shutdown fired and every connection still speaking
+/// HTTP has finished (upgraded sockets are their sessions' to close).
 pub async fn serve<M, S, B>(
     listener: TcpListener,
     make: M,
     limits: Limits,
+    tls: Option<Tls>,
     mut shutdown: Shutdown,
 ) -> io::Result<()>
 where
@@ -183,6 +196,9 @@ where
     builder
         .timer(TokioTimer::new())
         .header_read_timeout(HEADER_READ_TIMEOUT);
+    if let Some(tls) = &tls {
+        tokio::spawn(tls.clone().watch(shutdown.clone()));
+    }
     loop {
         let accepted = tokio::select! {
             biased;
@@ -213,26 +229,33 @@ where
         let estimate = fds.map(|n| n + accepted_since);
         if let Some(e) = refusal(open.load(Relaxed), &limits, estimate) {
             tracing::warn!(%peer, reason = %e.message, "socket refused");
-            tokio::spawn(refuse(tcp, e));
+            tokio::spawn(refuse(tcp, e, tls.clone()));
             continue;
         }
         open.fetch_add(1, Relaxed);
-        let io = TokioIo::new(Counted {
+        let counted = Counted {
             tcp,
             open: open.clone(),
-        });
-        let conn = builder.serve_connection(io, make(peer)).with_upgrades();
+        };
+        let service = make(peer);
+        let builder = builder.clone();
         let mut stop = shutdown.clone();
         let alive = alive.clone();
+        let tls = tls.clone();
         tokio::spawn(async move {
             let _alive = alive;
-            let mut conn = std::pin::pin!(conn);
-            tokio::select! {
-                r = conn.as_mut() => log_conn(r),
-                _ = stop.wait() => {
-                    conn.as_mut().graceful_shutdown();
-                    log_conn(conn.await);
-                }
+            let Some(tls) = tls else {
+                return serve_http(&builder, counted, service, stop).await;
+            };
+            let handshake = tokio::select! {
+                h = tokio::time::timeout(HANDSHAKE_TIMEOUT, tls.acceptor().accept(counted)) => h,
+                _ = stop.wait() => return,
+            };
+            match handshake {
+                Ok(Ok(stream)) => serve_http(&builder, stream, service, stop).await,
+                // Scanners, plain-HTTP clients and clients that distrust the certificate.
+                Ok(Err(e)) => tracing::debug!(%peer, error = %e, "TLS handshake failed"),
+                Err(_) => tracing::debug!(%peer, "TLS handshake timed out"),
             }
         });
     }
@@ -240,6 +263,34 @@ where
     // Every sender gone: every HTTP connection finished.
     let _ = drained.recv().await;
     Ok(())
+}
+
+/// Serves HTTP/1.1 (with upgrades) on one socket, plain or TLS, until it ends or shutdown.
+async fn serve_http<I, S, B>(
+    builder: &hyper::server::conn::http1::Builder,
+    io: I,
+    service: S,
+    mut stop: Shutdown,
+) where
+    I: AsyncRead + AsyncWrite + Unpin + Send + 'static,
+    S: hyper::service::Service<Request<Incoming>, Response = hyper::Response<B>> + Send + 'static,
+    S::Future: Send + 'static,
+    S::Error: Into<Box<dyn std::error::Error + Send + Sync>>,
+    B: hyper::body::Body + Send + 'static,
+    B::Data: Send,
+    B::Error: Into<Box<dyn std::error::Error + Send + Sync>>,
+{
+    let conn = builder
+        .serve_connection(TokioIo::new(io), service)
+        .with_upgrades();
+    let mut conn = std::pin::pin!(conn);
+    tokio::select! {
+        r = conn.as_mut() => log_conn(r),
+        _ = stop.wait() => {
+            conn.as_mut().graceful_shutdown();
+            log_conn(conn.await);
+        }
+    }
 }
 
 fn log_conn(r: Result<(), hyper::Error>) {
