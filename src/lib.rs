@@ -15,8 +15,9 @@
 //!    (`consumer`; the queue's `unsafe` code is `crates/rdkafka-batch`), the shared producer
 //!    with its delivery routing (`producer`), and records as the use cases see them (`record`).
 //! 4. [`transport`]: `listen`, the accept loop with the connection-level limits (header-read
-//!    timeout, socket cap, descriptors in reserve); `ws`, the one WebSocket driver: queued
-//!    writes, pings, dead-peer and stall detection, typed read errors, every end's close code.
+//!    timeout, socket cap, descriptors in reserve); `tls`, in-process TLS (rustls) with
+//!    certificate reload; `ws`, the one WebSocket driver: queued writes, pings, dead-peer and
+//!    stall detection, typed read errors, every end's close code.
 //! 5. [`flow`]: the use cases: `consume` (batching, window, backpressure), `ledger` (the ack
 //!    ledger, pure), `tail` (hub and shared readers), `produce` (answer order and window;
 //!    `produce::socket`, `produce::batch` for HTTP).
