@@ -163,6 +163,23 @@ async fn release_memory_after_sessions_leave(
     }
 }
 
+/// Connections the kernel queues before the accept loop takes them. tokio's default (1024) drops
+/// the SYNs of a reconnect storm beyond it, and those clients wait seconds to retry; Linux caps
+/// it at `net.core.somaxconn` (4096 by default).
+const LISTEN_BACKLOG: u32 = 4096;
+
+fn bind(addr: std::net::SocketAddr) -> std::io::Result<TcpListener> {
+    let socket = if addr.is_ipv4() {
+        tokio::net::TcpSocket::new_v4()?
+    } else {
+        tokio::net::TcpSocket::new_v6()?
+    };
+    // A restarted proxy binds again at once, whatever connections of the last one linger.
+    socket.set_reuseaddr(true)?;
+    socket.bind(addr)?;
+    socket.listen(LISTEN_BACKLOG)
+}
+
 /// The seed's embedding API: `KafkaProxy::new(config).listen().await`.
 pub struct KafkaProxy {
     config: Config,
@@ -181,9 +198,7 @@ impl KafkaProxy {
             transport::tls::Tls::new(files)?;
         }
         let addr = self.config.listen;
-        let listener = TcpListener::bind(addr)
-            .await
-            .map_err(|source| ServerError::Bind { addr, source })?;
+        let listener = bind(addr).map_err(|source| ServerError::Bind { addr, source })?;
         tracing::info!(%addr, kafka = %self.config.kafka, "kafka-proxy listening");
         let (trigger, shutdown) = shutdown::channel();
         tokio::spawn(async move {

@@ -19,7 +19,7 @@ use std::time::Duration;
 use hyper::body::Incoming;
 use hyper::Request;
 use hyper_util::rt::{TokioIo, TokioTimer};
-use tokio::io::{AsyncRead, AsyncWrite, AsyncWriteExt, ReadBuf};
+use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt, ReadBuf};
 use tokio::net::{TcpListener, TcpStream};
 
 use super::tls::{Tls, HANDSHAKE_TIMEOUT};
@@ -152,10 +152,26 @@ async fn refuse(tcp: TcpStream, e: ProtocolError, tls: Option<Tls>) {
         "HTTP/1.1 {status} Too Many Requests\r\ncontent-type: application/json\r\ncontent-length: {}\r\nretry-after: 1\r\nconnection: close\r\n\r\n",
         body.len()
     );
-    async fn write<W: AsyncWrite + Unpin>(mut w: W, head: &str, body: &str) -> io::Result<()> {
+    async fn write<W: AsyncRead + AsyncWrite + Unpin>(
+        mut w: W,
+        head: &str,
+        body: &str,
+    ) -> io::Result<()> {
         w.write_all(head.as_bytes()).await?;
         w.write_all(body.as_bytes()).await?;
-        w.shutdown().await
+        w.shutdown().await?;
+        // Read what the client sent until it closes: closing a socket with unread bytes makes
+        // the kernel send a reset, and a client that is still sending its request would see
+        // "connection reset" instead of this answer.
+        let mut sink = [0u8; 4096];
+        let mut drained = 0;
+        while drained < 64 * 1024 {
+            match w.read(&mut sink).await? {
+                0 => break,
+                n => drained += n,
+            }
+        }
+        Ok(())
     }
     let answer = async {
         match tls {
@@ -163,7 +179,8 @@ async fn refuse(tcp: TcpStream, e: ProtocolError, tls: Option<Tls>) {
             Some(tls) => write(tls.acceptor().accept(tcp).await?, &head, &body).await,
         }
     };
-    let _ = tokio::time::timeout(Duration::from_secs(1), answer).await;
+    // Bounded: a client that never closes gets its answer and is dropped after this.
+    let _ = tokio::time::timeout(Duration::from_secs(2), answer).await;
 }
 
 /// Accepts sockets until `shutdown` fires and serves HTTP/1.1 (with upgrades) on each through
