@@ -157,8 +157,10 @@ async fn refuse(tcp: TcpStream, e: ProtocolError, tls: Option<Tls>) {
         head: &str,
         body: &str,
     ) -> io::Result<()> {
-        w.write_all(head.as_bytes()).await?;
-        w.write_all(body.as_bytes()).await?;
+        // One write: a client that reads the status line and headers from the first segment
+        // would otherwise miss a body that comes in a second one.
+        let answer = [head.as_bytes(), body.as_bytes()].concat();
+        w.write_all(&answer).await?;
         w.shutdown().await?;
         // Read what the client sent until it closes: closing a socket with unread bytes makes
         // the kernel send a reset, and a client that is still sending its request would see
