@@ -129,7 +129,7 @@ pub async fn run(
 const TRIM_CHECK: std::time::Duration = std::time::Duration::from_secs(5);
 
 /// Sessions that must have closed since the last look before freed memory is handed back.
-const TRIM_AFTER_CLOSED: usize = 100;
+const TRIM_AFTER_CLOSED: u64 = 100;
 
 /// After many sessions left (a storm passed, or everyone disconnected), hands the memory they
 /// freed back to the operating system; otherwise RSS stays near the storm's peak.
@@ -138,8 +138,9 @@ async fn release_memory_after_sessions_leave(
     mut shutdown: Shutdown,
 ) {
     let mut tick = tokio::time::interval(TRIM_CHECK);
-    // Most sessions open since memory was last handed back.
-    let mut peak = 0usize;
+    // Sessions closed when memory was last handed back. Counted, not sampled: a storm can come
+    // and go between two looks.
+    let mut trimmed_at = 0u64;
     // Looks left that hand memory back: librdkafka clients of closed sessions and readers are
     // destroyed on blocking threads, some after their session has left the count, so the
     // memory is handed back again on the next look too.
@@ -149,16 +150,20 @@ async fn release_memory_after_sessions_leave(
             _ = shutdown.wait() => return,
             _ = tick.tick() => {}
         }
-        let now = metrics.active();
-        peak = peak.max(now);
-        if now + TRIM_AFTER_CLOSED <= peak || (now == 0 && peak > 0) {
+        let active = metrics.active();
+        let closed = metrics
+            .connections_total
+            .load(std::sync::atomic::Ordering::Relaxed)
+            .saturating_sub(active as u64);
+        let left = closed.saturating_sub(trimmed_at);
+        if left >= TRIM_AFTER_CLOSED || (active == 0 && left > 0) {
             again = 2;
-            peak = now;
+            trimmed_at = closed;
         }
         if again > 0 {
             again -= 1;
             kafka::release_free_memory().await;
-            tracing::debug!(sessions = now, "freed memory handed back");
+            tracing::debug!(sessions = active, "freed memory handed back");
         }
     }
 }
