@@ -94,8 +94,7 @@ fn log_end(end: &End) {
     }
 }
 
-/// A record frame on its way to, or delivered to, the client: its number and its runs of
-/// records per partition.
+/// A record frame on its way to the client: its number and its runs of records per partition.
 #[derive(Debug, Default)]
 struct Batch {
     seq: u64,
@@ -106,10 +105,11 @@ struct Batch {
 impl Batch {
     fn add(&mut self, ledger: &mut Ledger, topic: &str, partition: i32, offset: i64) {
         self.records += 1;
-        let found = self
-            .runs
-            .iter_mut()
-            .find(|r| ledger.name(r.part) == (topic, partition));
+        // Per record: the partition number first, the topic name only when it matches.
+        let found = self.runs.iter_mut().find(|r| {
+            let (t, p) = ledger.name(r.part);
+            p == partition && t == topic
+        });
         if let Some(r) = found {
             r.last = offset;
             r.count += 1;

@@ -4,12 +4,11 @@ use std::net::SocketAddr;
 
 use axum::extract::{ConnectInfo, State};
 use axum::http::HeaderMap;
-use axum::response::{IntoResponse, Response};
+use axum::response::Response;
 
 use super::gate::{consume_wants, Admitted, Endpoint, Params, Slot, Ws};
-use super::{configure, AppState, HttpError};
+use super::{configure, open_session, AppState, HttpError, Opening};
 use crate::flow;
-use crate::metrics::SessionMeta;
 use crate::protocol::consume::{self, ConsumeRequest};
 
 const HINT: &str = "wscat --connect \"ws://HOST:PORT/?topic=T&consumerGroup=G\"";
@@ -75,24 +74,17 @@ fn upgrade(
         principal,
         permit,
     } = admitted;
-    let guard = state.metrics.register(SessionMeta {
+    let opening = Opening {
         kind,
         topics: req.topics.clone(),
         group: req.group.clone(),
-        peer: peer.to_string(),
-        principal: principal.to_string(),
-    });
+        peer,
+        principal,
+        permit,
+    };
     let deps = state.deps();
-    let token = state.token.clone();
-    tracing::debug!(%peer, %principal, topics = ?req.topics, group = ?req.group, kind, "consume session");
-    configure(ws, &state.config)
-        .on_upgrade(move |socket| async move {
-            let stats = guard.stats.clone();
-            flow::consume::serve(socket, req, deps, stats).await;
-            tracing::debug!(%peer, "consume session ended");
-            drop(guard);
-            drop(permit);
-            drop(token);
-        })
-        .into_response()
+    let ws = configure(ws, &state.config);
+    open_session(&state, ws, opening, move |socket, stats| {
+        flow::consume::serve(socket, req, deps, stats)
+    })
 }

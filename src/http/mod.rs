@@ -136,6 +136,58 @@ pub fn router(state: AppState) -> Router {
         .with_state(state)
 }
 
+/// A socket the gate let through, on its way to becoming a session: what `/admin/sessions`
+/// shows of it, and the slot it holds.
+pub struct Opening {
+    pub kind: &'static str,
+    pub topics: Vec<String>,
+    pub group: Option<String>,
+    pub peer: std::net::SocketAddr,
+    pub principal: crate::access::Principal,
+    pub permit: Option<crate::access::admission::Permit>,
+}
+
+/// Registers the session and runs `serve` on the socket once upgraded. The registry entry, the
+/// session slot and the drain token live exactly as long as `serve`, whatever the endpoint.
+pub fn open_session<F, Fut>(
+    state: &AppState,
+    ws: WebSocketUpgrade,
+    o: Opening,
+    serve: F,
+) -> Response
+where
+    F: FnOnce(axum::extract::ws::WebSocket, Arc<crate::metrics::SessionStats>) -> Fut
+        + Send
+        + 'static,
+    Fut: std::future::Future<Output = ()> + Send + 'static,
+{
+    let Opening {
+        kind,
+        topics,
+        group,
+        peer,
+        principal,
+        permit,
+    } = o;
+    tracing::debug!(%peer, %principal, ?topics, ?group, kind, "session opens");
+    let guard = state.metrics.register(crate::metrics::SessionMeta {
+        kind,
+        topics,
+        group,
+        peer: peer.to_string(),
+        principal: principal.to_string(),
+    });
+    let token = state.token.clone();
+    ws.on_upgrade(move |socket| async move {
+        serve(socket, guard.stats.clone()).await;
+        tracing::debug!(%peer, kind, "session ended");
+        drop(guard);
+        drop(permit);
+        drop(token);
+    })
+    .into_response()
+}
+
 /// Applies the frame limits every socket shares.
 pub fn configure(ws: WebSocketUpgrade, config: &Config) -> WebSocketUpgrade {
     ws.max_message_size(config.max_frame_bytes)

@@ -11,11 +11,10 @@ use axum::http::{header, HeaderMap, StatusCode};
 use axum::response::{IntoResponse, Response};
 
 use super::gate::{Admitted, Endpoint, Params, Slot, Ws};
-use super::{configure, AppState, HttpError};
+use super::{configure, open_session, AppState, HttpError, Opening};
 use crate::access::{Action, Resource};
 use crate::flow::produce::{batch, check_target, socket};
 use crate::kafka::producer::Outcome;
-use crate::metrics::SessionMeta;
 use crate::protocol::produce::{self as wire, Decoder, ProduceRequest};
 use crate::protocol::{ErrorCode, ProtocolError};
 
@@ -46,26 +45,19 @@ pub async fn ws_produce(
         principal,
         permit,
     } = admitted;
-    let guard = state.metrics.register(SessionMeta {
+    let opening = Opening {
         kind: "produce",
         topics: vec![req.topic.clone()],
         group: None,
-        peer: peer.to_string(),
-        principal: principal.to_string(),
-    });
-    let token = state.token.clone();
+        peer,
+        principal,
+        permit,
+    };
     let deps = state.deps();
-    tracing::debug!(%peer, %principal, topic = %req.topic, "produce session");
-    Ok(configure(ws, &state.config)
-        .on_upgrade(move |ws| async move {
-            let stats = guard.stats.clone();
-            socket::serve(ws, req, deps, stats).await;
-            tracing::debug!(%peer, "produce session ended");
-            drop(guard);
-            drop(permit);
-            drop(token);
-        })
-        .into_response())
+    let ws = configure(ws, &state.config);
+    Ok(open_session(&state, ws, opening, move |ws, stats| {
+        socket::serve(ws, req, deps, stats)
+    }))
 }
 
 /// `POST /v1/topics/{topic}/records`: one record or a batch, answered when Kafka stored them.

@@ -5,14 +5,13 @@ use std::net::SocketAddr;
 use axum::extract::ws::WebSocketUpgrade;
 use axum::extract::{ConnectInfo, State};
 use axum::http::HeaderMap;
-use axum::response::{IntoResponse, Response};
+use axum::response::Response;
 
 use super::gate::{no_window, Admitted, Endpoint, Params, Slot, Ws};
-use super::{configure, AppState, HttpError};
+use super::{configure, open_session, AppState, HttpError, Opening};
 use crate::access::{Action, Resource};
 use crate::config::Config;
 use crate::flow::tail::FRAME_BYTES;
-use crate::metrics::SessionMeta;
 use crate::protocol::tail::parse_tail;
 
 /// Read buffer of a tail socket: clients send almost nothing (pongs, close).
@@ -43,24 +42,24 @@ pub async fn v1_tail(
         state.metrics.reject();
         HttpError(e)
     })?;
-    let guard = state.metrics.register(SessionMeta {
+    let opening = Opening {
         kind: "tail",
         topics: vec![topic],
         group: None,
-        peer: peer.to_string(),
-        principal: principal.to_string(),
-    });
-    let token = state.token.clone();
+        peer,
+        principal,
+        permit,
+    };
     let deps = state.deps();
-    tracing::debug!(%peer, %principal, "tail session");
-    Ok(tail_socket(configure(ws, &state.config), &state.config)
-        .on_upgrade(move |socket| async move {
-            crate::flow::tail::follow(socket, reader, &guard.stats, &deps).await;
-            drop(guard);
-            drop(permit);
-            drop(token);
-        })
-        .into_response())
+    let ws = tail_socket(configure(ws, &state.config), &state.config);
+    Ok(open_session(
+        &state,
+        ws,
+        opening,
+        move |socket, stats| async move {
+            crate::flow::tail::follow(socket, reader, &stats, &deps).await
+        },
+    ))
 }
 
 /// Socket buffers sized for fan-out: tiny reads, frames written as they come.
