@@ -29,8 +29,13 @@ async fn a_tail_storm_starts_one_reader_and_every_socket_receives() {
     const SOCKETS: usize = 300;
     let topic = topic("tail-storm", 2).await;
     let proxy = Proxy::start().await;
-    // The proxy's own clients (metadata, producer) exist before the storm.
-    tokio::time::sleep(Duration::from_millis(200)).await;
+    // The proxy's own clients (metadata, producer) exist before the storm: it answers /readyz
+    // through them. (A fixed sleep was too short on a loaded machine.)
+    let deadline = std::time::Instant::now() + Duration::from_secs(30);
+    while reqwest_like_get(&proxy, "/readyz").await.split(' ').nth(1) != Some("200") {
+        assert!(std::time::Instant::now() < deadline, "proxy never ready");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
     let before = rdkafka_clients();
     let most = Arc::new(AtomicUsize::new(before));
     let sampling = Arc::new(AtomicBool::new(true));
