@@ -267,7 +267,11 @@ impl ProxyProc {
             .expect("proxy log file");
         let child = Command::new(env!("CARGO_BIN_EXE_kafka-proxy"))
             .args(&self.args)
-            .env("KAFKA_PROXY_LOG", "info")
+            // `KP_PROXY_LOG` sets the proxy's log filter when a run needs more (e.g. `debug`).
+            .env(
+                "KAFKA_PROXY_LOG",
+                std::env::var("KP_PROXY_LOG").unwrap_or_else(|_| "info".into()),
+            )
             .stdin(Stdio::null())
             .stdout(Stdio::null())
             .stderr(log)
