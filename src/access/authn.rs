@@ -5,7 +5,7 @@ use base64::Engine;
 use sha2::{Digest, Sha256};
 use subtle::ConstantTimeEq;
 
-use super::Principal;
+use super::{Kind, Principal};
 use crate::config::Secret;
 use crate::protocol::{ErrorCode, ProtocolError};
 
@@ -28,7 +28,7 @@ impl Authenticator {
     /// `basic <password>` (the seed) and `Basic base64(user:password)` (RFC 7617).
     pub fn check(&self, authorization: Option<&[u8]>) -> Result<Principal, ProtocolError> {
         let Some(password) = &self.password else {
-            return Ok(Principal::Anonymous);
+            return Ok(Principal::anonymous());
         };
         let denied = || {
             ProtocolError::new(
@@ -57,11 +57,12 @@ impl Authenticator {
             }
         }
         if seed_ok {
-            Ok(Principal::Password { user: None })
+            Ok(Principal::named(Kind::Password, ""))
         } else if rfc_ok {
-            Ok(Principal::Password {
-                user: rfc_user.filter(|u| !u.is_empty()),
-            })
+            Ok(Principal::named(
+                Kind::Password,
+                rfc_user.as_deref().unwrap_or(""),
+            ))
         } else {
             Err(denied())
         }
@@ -96,12 +97,7 @@ mod tests {
         let p = auth()
             .check(Some(format!("Basic {token}").as_bytes()))
             .unwrap();
-        assert_eq!(
-            p,
-            Principal::Password {
-                user: Some("alice".into())
-            }
-        );
+        assert_eq!(p, Principal::named(Kind::Password, "alice"));
         let token = base64::engine::general_purpose::STANDARD.encode("alice:wrong");
         assert!(auth()
             .check(Some(format!("Basic {token}").as_bytes()))
@@ -128,6 +124,6 @@ mod tests {
     #[test]
     fn disabled_allows_all() {
         let a = Authenticator::new(None);
-        assert_eq!(a.check(None).unwrap(), Principal::Anonymous);
+        assert_eq!(a.check(None).unwrap(), Principal::anonymous());
     }
 }

@@ -63,9 +63,7 @@ mod tests {
     #[test]
     fn the_open_policy_allows_every_action() {
         let p = Policy::open();
-        let who = Principal::Password {
-            user: Some("a".into()),
-        };
+        let who = Principal::named(crate::access::Kind::Password, "a");
         for action in [
             Action::Consume,
             Action::Tail,

@@ -14,85 +14,13 @@ use std::time::Duration;
 use clap::Parser;
 use serde::Deserialize;
 
+pub use security::{AclRule, Security};
+
 /// Exit code for bad configuration (EX_USAGE), as linkerd and sysexits do.
 pub const EXIT_CONFIG: i32 = 64;
 
-/// Every option's default, written once: `Config::default()`, the merge in
-/// [`Config::from_parts`] and the `--help` text (and through it the README test) all read these.
-/// Values are in the unit the option is given in (ms, seconds, bytes).
-pub mod defaults {
-    use std::net::{IpAddr, Ipv4Addr};
-
-    use super::OffsetReset;
-
-    pub const WS_PORT: u16 = 9999;
-    pub const HOST: IpAddr = IpAddr::V4(Ipv4Addr::UNSPECIFIED);
-    pub const KAFKA: &str = "127.0.0.1:9092";
-    /// 0 sends what is ready at once.
-    pub const IDLE_TIMEOUT_MS: u64 = 0;
-    pub const MAX_BYTES: usize = 1_000_000;
-    pub const OFFSET_RESET: OffsetReset = OffsetReset::Earliest;
-    pub const SESSION_BUFFER_BYTES: usize = 4 << 20;
-    pub const MAX_FRAME_BYTES: usize = 1 << 20;
-    pub const MAX_CONNECTIONS: usize = 20_000;
-    pub const MAX_UNACKED_RECORDS: usize = 10_000_000;
-    /// 0 disables the stats log.
-    pub const STATS_INTERVAL_SECS: u64 = 0;
-    pub const SHUTDOWN_GRACE_SECS: u64 = 10;
-    pub const PING_INTERVAL_SECS: u64 = 20;
-    pub const LOG_FORMAT: &str = "text";
-
-    /// Options with no value unless set (`config`, `partition`, `auth`, `kafkaProperties`) show this.
-    pub const NONE: &str = "none";
-
-    /// The default `--help` states for the clap argument `id`, rendered from the consts above so
-    /// help cannot drift from the code. `None` for clap's own `help` and `version`.
-    pub fn shown(id: &str) -> Option<String> {
-        Some(match id {
-            "ws_port" => WS_PORT.to_string(),
-            "host" => HOST.to_string(),
-            "kafka" => KAFKA.to_string(),
-            "idle_timeout" => IDLE_TIMEOUT_MS.to_string(),
-            "max_bytes" => MAX_BYTES.to_string(),
-            "offset_reset" => OFFSET_RESET.as_str().to_string(),
-            "session_buffer_bytes" => SESSION_BUFFER_BYTES.to_string(),
-            "max_frame_bytes" => MAX_FRAME_BYTES.to_string(),
-            "max_connections" => MAX_CONNECTIONS.to_string(),
-            "max_unacked_records" => MAX_UNACKED_RECORDS.to_string(),
-            "stats_interval" => STATS_INTERVAL_SECS.to_string(),
-            "shutdown_grace" => SHUTDOWN_GRACE_SECS.to_string(),
-            "ping_interval" => PING_INTERVAL_SECS.to_string(),
-            "log_format" => LOG_FORMAT.to_string(),
-            "config" | "partition" | "auth" | "kafka_property" | "tls_cert" | "tls_key" => {
-                NONE.to_string()
-            }
-            _ => return None,
-        })
-    }
-
-    /// Writes `(default X)` into an argument's help, before the trailing `[key]` so lines keep
-    /// the shape `meaning (default X) [key]`. Doc comments cannot interpolate consts, hence this
-    /// runs on the built command (see the `mut_args` on [`Cli`]).
-    pub(super) fn annotate(arg: clap::Arg) -> clap::Arg {
-        let Some(default) = shown(arg.get_id().as_str()) else {
-            return arg;
-        };
-        let with_default = |help: String| match help.rfind(" [") {
-            Some(i) => format!("{} (default {default}){}", &help[..i], &help[i..]),
-            None => format!("{help} (default {default})"),
-        };
-        let help = arg.get_help().map(|h| with_default(h.to_string()));
-        let long = arg.get_long_help().map(|h| with_default(h.to_string()));
-        let arg = match help {
-            Some(h) => arg.help(h),
-            None => arg,
-        };
-        match long {
-            Some(h) => arg.long_help(h),
-            None => arg,
-        }
-    }
-}
+pub mod defaults;
+pub mod security;
 
 #[derive(Debug, thiserror::Error)]
 pub enum ConfigError {
@@ -210,6 +138,8 @@ pub struct Config {
     pub log_format: String,
     /// TLS on the listener (HTTPS and wss on the same port); `None` serves plain HTTP.
     pub tls: Option<TlsFiles>,
+    /// Identities, origins, ACLs, tickets and quotas.
+    pub security: security::Security,
 }
 
 impl Default for Config {
@@ -232,6 +162,7 @@ impl Default for Config {
             kafka_properties: BTreeMap::new(),
             log_format: defaults::LOG_FORMAT.into(),
             tls: None,
+            security: security::Security::default(),
         }
     }
 }
@@ -319,6 +250,8 @@ pub struct Cli {
     /// PEM private key of --tls-cert [tlsKey]
     #[arg(long = "tls-key")]
     pub tls_key: Option<PathBuf>,
+    #[command(flatten)]
+    pub security: security::SecurityCli,
 }
 
 /// The TOML file's shape; names match the seed's constructor options.
@@ -383,13 +316,27 @@ impl Config {
                     path: path.clone(),
                     source,
                 })?;
-                toml::from_str::<FileConfig>(&text).map_err(|e| ConfigError::Toml {
+                let toml_error = |e: toml::de::Error| ConfigError::Toml {
                     path: path.clone(),
                     message: e.message().to_string(),
-                })?
+                };
+                // The security keys have their own shape (`config::security`); each part
+                // still refuses keys it does not know.
+                let mut table: toml::Table = toml::from_str(&text).map_err(toml_error)?;
+                let mut sec = toml::Table::new();
+                for key in security::FILE_KEYS {
+                    if let Some(v) = table.remove(*key) {
+                        sec.insert(key.to_string(), v);
+                    }
+                }
+                (
+                    FileConfig::deserialize(table).map_err(toml_error)?,
+                    security::SecurityFile::deserialize(sec).map_err(toml_error)?,
+                )
             }
-            None => FileConfig::default(),
+            None => (FileConfig::default(), security::SecurityFile::default()),
         };
+        let (file, security_file) = file;
 
         macro_rules! pick {
             ($cli:expr, $env:literal, $file:expr) => {
@@ -440,6 +387,12 @@ impl Config {
             .unwrap_or_else(|| defaults::LOG_FORMAT.into());
         let tls_cert: Option<PathBuf> = pick!(cli.tls_cert, "TLS_CERT", file.tls_cert);
         let tls_key: Option<PathBuf> = pick!(cli.tls_key, "TLS_KEY", file.tls_key);
+
+        let (security, auth_from_file) = security::merge(cli.security, env, security_file)?;
+        if auth.is_some() && auth_from_file.is_some() {
+            return Err(bad("authFile", "auth and authFile are both set; give one"));
+        }
+        let auth = auth.or(auth_from_file);
 
         // Properties: file first, then environment, then CLI, later ones win per key.
         let mut kafka_properties = BTreeMap::new();
@@ -555,6 +508,7 @@ impl Config {
             kafka_properties,
             log_format,
             tls,
+            security,
         })
     }
 }
