@@ -5,6 +5,7 @@
 pub mod admission;
 pub mod authn;
 pub mod authz;
+pub mod tickets;
 
 use std::fmt;
 
