@@ -62,6 +62,8 @@ pub enum ServerError {
     Kafka(#[from] kafka::KafkaAdapterError),
     #[error("{0}")]
     Tls(#[from] transport::tls::TlsError),
+    #[error("{0}")]
+    Config(#[from] config::ConfigError),
 }
 
 /// Serves on an already bound listener until `shutdown` fires, then closes every socket with 1001,
@@ -78,6 +80,10 @@ pub async fn run(
         .as_ref()
         .map(transport::tls::Tls::new)
         .transpose()?;
+    let ticket_key = match &config.security.ticket_key_file {
+        Some(path) => Some(config::security::read_secret_file("ticketKeyFile", path)?),
+        None => None,
+    };
     let kafka = Arc::new(kafka::Kafka::new(config.clone())?);
     let metrics = Arc::new(metrics::Metrics::default());
     let (token, drained) = shutdown::tracker();
@@ -87,6 +93,7 @@ pub async fn run(
         metrics.clone(),
         shutdown.clone(),
         token,
+        ticket_key,
     );
     tokio::spawn(release_memory_after_sessions_leave(
         metrics.clone(),

@@ -70,7 +70,10 @@ fn random_bytes<const N: usize>() -> [u8; N] {
 }
 
 fn refused(message: &str) -> ProtocolError {
-    ProtocolError::new(ErrorCode::Unauthorized, format!("ticket refused: {message}"))
+    ProtocolError::new(
+        ErrorCode::Unauthorized,
+        format!("ticket refused: {message}"),
+    )
 }
 
 impl Tickets {
@@ -147,10 +150,7 @@ impl Tickets {
             return Err(refused("expired; get a new one from POST /v1/tickets"));
         }
         if claims.path != path {
-            return Err(refused(&format!(
-                "issued for {}, not {path}",
-                claims.path
-            )));
+            return Err(refused(&format!("issued for {}, not {path}", claims.path)));
         }
         let mut used = self.used.lock().unwrap_or_else(|e| e.into_inner());
         if used.contains_key(&claims.id) {
@@ -196,7 +196,11 @@ mod tests {
         let issued = t.issue(&alice(), "/v1/consume").unwrap();
         assert!(issued.expires_in >= 29 && issued.expires_in <= 30);
         let e = t.redeem(&issued.ticket, "/v1/produce").unwrap_err();
-        assert!(e.message.contains("issued for /v1/consume"), "{}", e.message);
+        assert!(
+            e.message.contains("issued for /v1/consume"),
+            "{}",
+            e.message
+        );
         assert_eq!(t.redeem(&issued.ticket, "/v1/consume").unwrap(), alice());
         let e = t.redeem(&issued.ticket, "/v1/consume").unwrap_err();
         assert_eq!(e.code, ErrorCode::Unauthorized);

@@ -6,7 +6,8 @@ use std::collections::HashMap;
 
 use axum::extract::ws::rejection::WebSocketUpgradeRejection;
 use axum::extract::ws::WebSocketUpgrade;
-use axum::extract::RawQuery;
+use axum::extract::FromRequestParts;
+use axum::http::request::Parts;
 use axum::http::{header, HeaderMap};
 
 use super::{AppState, HttpError};
@@ -16,9 +17,48 @@ use crate::protocol::{parse_query, ProtocolError};
 
 /// A WebSocket upgrade, or why the request is not one (answered with a JSON 400).
 pub type Ws = Result<WebSocketUpgrade, WebSocketUpgradeRejection>;
-/// The raw query string; the gate decodes it (`protocol::parse_query`) so that a parameter
-/// given twice is refused rather than silently reduced to one, as `Query<HashMap>` would.
-pub type Params = RawQuery;
+/// The request's path and raw query string. The gate decodes the query
+/// (`protocol::parse_query`) so that a parameter given twice is refused rather than silently
+/// reduced to one, as `Query<HashMap>` would; the path is what a ticket must have been issued for.
+pub struct Params {
+    pub path: String,
+    pub query: Option<String>,
+}
+
+impl<S: Send + Sync> FromRequestParts<S> for Params {
+    type Rejection = std::convert::Infallible;
+
+    async fn from_request_parts(parts: &mut Parts, _: &S) -> Result<Self, Self::Rejection> {
+        Ok(Params {
+            path: parts.uri.path().to_string(),
+            query: parts.uri.query().map(str::to_string),
+        })
+    }
+}
+
+/// The WebSocket subprotocol a browser names to authenticate with a bearer token: it offers
+/// `kafka-proxy` and `bearer.<token>`, the server answers `kafka-proxy` (docs/PROTOCOL.md).
+pub const SUBPROTOCOL: &str = "kafka-proxy";
+const BEARER_PREFIX: &str = "bearer.";
+
+/// The bearer token of a `Sec-WebSocket-Protocol` offer, when it names `kafka-proxy` too.
+fn subprotocol_bearer(headers: &HeaderMap) -> Option<String> {
+    let offered: Vec<&str> = headers
+        .get_all(header::SEC_WEBSOCKET_PROTOCOL)
+        .iter()
+        .filter_map(|v| v.to_str().ok())
+        .flat_map(|v| v.split(','))
+        .map(str::trim)
+        .collect();
+    if !offered.contains(&SUBPROTOCOL) {
+        return None;
+    }
+    offered
+        .iter()
+        .find_map(|p| p.strip_prefix(BEARER_PREFIX))
+        .filter(|t| !t.is_empty())
+        .map(str::to_string)
+}
 
 /// Whether a request takes a session slot (`maxConnections`).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -47,6 +87,9 @@ pub struct Endpoint<P, W, V> {
     pub window: V,
 }
 
+/// The query parameter a ticket (`POST /v1/tickets`) is presented in.
+pub const TICKET_PARAM: &str = "ticket";
+
 /// For endpoints that hold no records unacknowledged.
 pub fn no_window<R>(_: &R) -> usize {
     0
@@ -71,10 +114,15 @@ impl AppState {
                 Slot::Session => Some(self.admission.admit()?),
                 Slot::None => None,
             };
-            let principal = self
-                .auth
-                .check(headers.get(header::AUTHORIZATION).map(|v| v.as_bytes()))?;
-            let params = parse_query(q.0.as_deref().unwrap_or(""))?;
+            // A malformed query is reported after authentication, in the gate's order.
+            let parsed = parse_query(q.query.as_deref().unwrap_or(""));
+            let ticket = parsed.as_ref().ok().and_then(|p| p.get(TICKET_PARAM));
+            let principal = match ticket {
+                Some(t) => self.tickets.redeem(t, &q.path)?,
+                None => self.authenticate(headers)?,
+            };
+            let mut params = parsed?;
+            params.remove(TICKET_PARAM);
             let req = (endpoint.parse)(&params)?;
             self.policy
                 .authorize_all(&principal, &(endpoint.wants)(&req))?;
@@ -91,6 +139,18 @@ impl AppState {
             self.metrics.reject();
             HttpError(e)
         })
+    }
+
+    /// The principal of a request's credential: the `Authorization` header, else a bearer token
+    /// offered as a WebSocket subprotocol.
+    fn authenticate(&self, headers: &HeaderMap) -> Result<Principal, ProtocolError> {
+        if let Some(h) = headers.get(header::AUTHORIZATION) {
+            return self.auth.check(Some(h.as_bytes()));
+        }
+        match subprotocol_bearer(headers) {
+            Some(token) => self.auth.check(Some(format!("Bearer {token}").as_bytes())),
+            None => self.auth.check(None),
+        }
     }
 
     /// The whole gate of a WebSocket endpoint: `gate`, then a real upgrade request. `hint` shows
@@ -115,7 +175,8 @@ impl AppState {
                 "this endpoint takes a WebSocket upgrade ({e}); try {hint}"
             )))
         })?;
-        Ok((admitted, ws))
+        // Answered only when offered: a client that names no subprotocol must get none back.
+        Ok((admitted, ws.protocols([SUBPROTOCOL])))
     }
 }
 

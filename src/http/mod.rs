@@ -5,11 +5,13 @@
 //! with an error frame and/or a 4xxx close code (see `protocol::ErrorCode`).
 
 pub mod admin;
+pub mod browser;
 pub mod consume;
 pub mod gate;
 pub mod ops;
 pub mod produce;
 pub mod tail;
+pub mod tickets;
 
 use std::net::SocketAddr;
 use std::sync::Arc;
@@ -24,6 +26,7 @@ use tokio::net::TcpListener;
 use crate::access::admission::Admission;
 use crate::access::authn::Authenticator;
 use crate::access::authz::Policy;
+use crate::access::tickets::Tickets;
 use crate::config::Config;
 use crate::flow::tail::Hub;
 use crate::flow::Deps;
@@ -46,6 +49,10 @@ pub struct AppState {
     pub admission: Admission,
     /// Shared live-tail readers, one per (topic, encoding).
     pub tail: Arc<Hub>,
+    /// Issues and redeems `POST /v1/tickets` tickets.
+    pub tickets: Arc<Tickets>,
+    /// Browser origins allowed to call the proxy.
+    pub origins: browser::Origins,
     pub shutdown: Shutdown,
     /// Held by every session so shutdown can wait for them to finish.
     pub token: SessionToken,
@@ -58,9 +65,16 @@ impl AppState {
         metrics: Arc<Metrics>,
         shutdown: Shutdown,
         token: SessionToken,
+        ticket_key: Option<String>,
     ) -> AppState {
+        let auth = Authenticator::new(config.auth.clone());
         AppState {
-            auth: Authenticator::new(config.auth.clone()),
+            tickets: Arc::new(Tickets::new(
+                ticket_key.as_deref(),
+                config.security.ticket_ttl,
+            )),
+            origins: browser::Origins::new(&config.security.allowed_origins, auth.enabled()),
+            auth,
             policy: Policy::open(),
             admission: Admission::new(
                 config.max_connections,
@@ -133,6 +147,11 @@ pub fn router(state: AppState) -> Router {
         .route("/metrics", get(ops::metrics))
         .route("/admin/sessions", get(admin::sessions))
         .route("/admin/tail", get(admin::tail))
+        .route("/v1/tickets", post(tickets::issue))
+        .layer(axum::middleware::from_fn_with_state(
+            state.clone(),
+            browser::guard,
+        ))
         .with_state(state)
 }
 
