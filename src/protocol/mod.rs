@@ -2,6 +2,7 @@
 //!
 //! Everything a client can see is defined here so `docs/PROTOCOL.md` has one source to follow.
 
+pub mod auth;
 pub mod consume;
 pub mod json;
 pub mod produce;

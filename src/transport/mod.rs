@@ -2,6 +2,7 @@
 //! `tls`, the listener's certificate (loaded, reloaded) and handshakes; and `ws`, the one
 //! WebSocket driver every endpoint uses (room for SSE beside them).
 
+pub mod lease;
 pub mod listen;
 pub mod tls;
 pub mod ws;

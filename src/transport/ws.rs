@@ -19,6 +19,8 @@ use bytes::Bytes;
 use futures::{Sink, SinkExt, Stream};
 use tokio::time::{Interval, MissedTickBehavior, Sleep};
 
+use super::lease::{Keeper, Lease};
+use crate::protocol::auth::auth_frame;
 use crate::protocol::{ErrorCode, ProtocolError};
 use crate::shutdown::Shutdown;
 
@@ -157,6 +159,8 @@ pub struct Conn<S> {
     stall_limit: Duration,
     shutdown: Pin<Box<dyn Future<Output = ()> + Send>>,
     max_frame_bytes: usize,
+    /// The credential, when it can lapse or be revoked.
+    lease: Option<Keeper>,
 }
 
 impl<S: Socket> Conn<S> {
@@ -193,7 +197,45 @@ impl<S: Socket> Conn<S> {
             stall_limit: stall_limit(ping_interval),
             shutdown: Box::pin(async move { shutdown.wait().await }),
             max_frame_bytes,
+            lease: None,
         }
+    }
+
+    /// Watches the socket's credential: it closes with 4401 when it lapses or is revoked,
+    /// unless the client renews it with an auth frame.
+    pub fn set_lease(&mut self, lease: Box<dyn Lease>) {
+        self.lease = Some(Keeper::new(lease));
+    }
+
+    /// Ready with the end when the credential lapsed, was revoked or a renewal was refused;
+    /// queues the answer to a renewal that went through.
+    pub fn poll_lease(&mut self, cx: &mut Context<'_>) -> Poll<End> {
+        // Until pending, so a renewed deadline's timer is registered.
+        while let Some(Poll::Ready(r)) = self.lease.as_mut().map(|k| k.poll(cx)) {
+            match r {
+                Ok(frame) => self.push_text(frame),
+                Err(e) => return Poll::Ready(End::Error(e)),
+            }
+        }
+        Poll::Pending
+    }
+
+    /// Handles an auth frame (never passed to the owner); `false` for any other frame.
+    fn on_auth_frame(&mut self, text: &str) -> bool {
+        let Some(frame) = auth_frame(text) else {
+            return false;
+        };
+        match (frame, &mut self.lease) {
+            (Ok(token), Some(k)) => k.renew(token),
+            (Ok(_), None) => self.push_text(
+                ProtocolError::bad_request(
+                    "this socket's credential does not expire; auth frames are not needed",
+                )
+                .frame(),
+            ),
+            (Err(e), _) => self.push_text(e.frame()),
+        }
+        true
     }
 
     /// Queues a frame; it is written as the owner polls. Dropped once the socket is gone.
@@ -343,7 +385,11 @@ impl<S: Socket> Conn<S> {
             let msg = ready!(Pin::new(&mut self.ws).poll_next(cx));
             self.seen = true;
             match msg {
-                Some(Ok(Message::Text(t))) => return Poll::Ready(Ok(Inbound::Text(t))),
+                Some(Ok(Message::Text(t))) => {
+                    if !self.on_auth_frame(t.as_str()) {
+                        return Poll::Ready(Ok(Inbound::Text(t)));
+                    }
+                }
                 Some(Ok(Message::Binary(b))) => return Poll::Ready(Ok(Inbound::Binary(b))),
                 Some(Ok(Message::Ping(_))) => {
                     // tungstenite queued the pong; send it now rather than with the next frame.
@@ -375,6 +421,9 @@ impl<S: Socket> Conn<S> {
 
     /// Writes, then reads one frame when `reading`, then checks liveness.
     pub fn poll_io(&mut self, cx: &mut Context<'_>, reading: bool) -> Poll<Io> {
+        if let Poll::Ready(end) = self.poll_lease(cx) {
+            return Poll::Ready(Io::End(end));
+        }
         if let Poll::Ready(Err(end)) = self.poll_write(cx) {
             return Poll::Ready(Io::End(end));
         }
