@@ -101,7 +101,6 @@ pub struct SessionContext {
     first_offsets: Mutex<HashMap<(String, i32), Offset>>,
     /// Where group events and read failures go (the session, or the tail reader).
     events: Option<mpsc::UnboundedSender<RebalanceEvent>>,
-    commit: CommitMode,
     /// Where assigned partitions' records go: the session's batch fetch queue.
     router: std::sync::OnceLock<rdkafka_batch::Router>,
 }
@@ -109,13 +108,11 @@ pub struct SessionContext {
 impl SessionContext {
     pub fn new(
         plan: &StartPlan,
-        commit: CommitMode,
         events: Option<mpsc::UnboundedSender<RebalanceEvent>>,
     ) -> Self {
         SessionContext {
             first_offsets: Mutex::new(plan.first_offsets.clone()),
             events,
-            commit,
             router: std::sync::OnceLock::new(),
         }
     }
@@ -228,19 +225,17 @@ impl ConsumerContext for SessionContext {
                 }
             }
             RDKafkaRespErr::RD_KAFKA_RESP_ERR__REVOKE_PARTITIONS => {
-                // Commit what was delivered (auto) or acknowledged (ack) before giving it away, so
-                // the next owner starts right after it. Async: this runs on a tokio worker, and
-                // librdkafka waits for outstanding commits before it rejoins the group.
-                if self.commit != CommitMode::None {
-                    if let Err(e) =
-                        base_consumer.commit_consumer_state(rdkafka::consumer::CommitMode::Async)
-                    {
-                        if e.rdkafka_error_code() != Some(RDKafkaErrorCode::NoOffset) {
-                            tracing::debug!(error = %e, "commit on revoke failed");
-                        }
+                // What was delivered (auto) or acknowledged (ack) is committed by librdkafka
+                // itself when the partitions are unassigned (auto-commit is on whenever the
+                // session commits), and it rejoins the group only once that commit is done, so
+                // the next owner starts right after it. A second, explicit commit here only
+                // added one more outstanding commit for the rejoin to wait on.
+                let pairs = tpl_pairs(tpl);
+                if let Some(r) = self.router.get() {
+                    for (t, p) in &pairs {
+                        r.unroute(t, *p);
                     }
                 }
-                let pairs = tpl_pairs(tpl);
                 let r = match base_consumer.rebalance_protocol() {
                     rdkafka::consumer::RebalanceProtocol::Cooperative => {
                         base_consumer.incremental_unassign(tpl)
@@ -342,7 +337,7 @@ impl Reader {
             .resolve_start(&req.topics, &req.assignment, &req.start)
             .await?;
         let (events_tx, events_rx) = mpsc::unbounded_channel();
-        let ctx = SessionContext::new(&plan, req.commit, Some(events_tx.clone()));
+        let ctx = SessionContext::new(&plan, Some(events_tx.clone()));
         let explicit = match &req.assignment {
             Assignment::Partitions(_) => Some(ctx.explicit_assignment(&plan.partitions)),
             Assignment::Group => None,
@@ -400,7 +395,7 @@ impl Reader {
         };
         // No group events for assigned partitions; the channel carries read failures.
         let (events_tx, events_rx) = mpsc::unbounded_channel();
-        let ctx = SessionContext::new(&plan, CommitMode::None, Some(events_tx));
+        let ctx = SessionContext::new(&plan, Some(events_tx));
         let (reader, fetch) = Reader::new(kafka.session_consumer(None, CommitMode::None, ctx)?);
         reader.consumer.context().route(&pairs);
         if let Err(e) = reader.consumer.assign(&tpl) {

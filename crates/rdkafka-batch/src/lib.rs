@@ -186,6 +186,31 @@ impl Router {
     }
 }
 
+impl Router {
+    /// Stops sending `topic`/`partition` here: call it when the partition is revoked, before
+    /// it is unassigned. librdkafka's maintainers advise it for forwarded partition queues
+    /// (librdkafka#1335): a forward left on a stopped partition can keep a later assignment of
+    /// it from delivering. Returns false when the queue is gone or the name has a NUL byte.
+    pub fn unroute(&self, topic: &str, partition: i32) -> bool {
+        let Some(inner) = self.inner.upgrade() else {
+            return false;
+        };
+        let Ok(name) = CString::new(topic) else {
+            return false;
+        };
+        // SAFETY: as in `route`; forwarding to NULL removes the forward.
+        unsafe {
+            let pq = rd::rd_kafka_queue_get_partition(inner.rk, name.as_ptr(), partition);
+            if pq.is_null() {
+                return false;
+            }
+            rd::rd_kafka_queue_forward(pq, std::ptr::null_mut());
+            rd::rd_kafka_queue_destroy(pq);
+        }
+        true
+    }
+}
+
 /// One record borrowed from a [`FetchQueue`] batch.
 pub struct Record<'a> {
     m: &'a rd::rd_kafka_message_t,
