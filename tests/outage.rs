@@ -141,6 +141,8 @@ async fn broker_down_at_start_then_up() {
     let first = t.elapsed();
     assert_eq!(status, 503, "{body}");
     assert!(body.contains("kafka_unavailable"), "{body}");
+    // /readyz is open: it must not map the network behind the proxy.
+    assert!(!body.contains(&broker.bootstrap()), "{body}");
     assert!(first < Duration::from_secs(5), "/readyz took {first:?}");
 
     // Sockets opened now are refused with the reason, not left waiting.

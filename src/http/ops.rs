@@ -17,13 +17,33 @@ pub async fn readyz(State(state): State<AppState>) -> Response {
     } else {
         HttpError(ProtocolError::new(
             ErrorCode::KafkaUnavailable,
-            format!("Kafka at {} does not answer", state.config.kafka),
+            // Not the bootstrap addresses: /readyz is open, and they map the network behind.
+            "Kafka does not answer metadata requests; the proxy log names the brokers",
         ))
         .into_response()
     }
 }
 
-pub async fn metrics(State(state): State<AppState>) -> Response {
+/// `GET /metrics`; with `metricsAuth`, only for an authenticated principal.
+pub async fn metrics(
+    State(state): State<AppState>,
+    headers: axum::http::HeaderMap,
+    q: super::gate::Params,
+) -> Response {
+    if state.config.security.metrics_auth {
+        if let Err(e) = state.gate(
+            &headers,
+            q,
+            super::gate::Endpoint {
+                slot: super::gate::Slot::None,
+                parse: |_: &_| Ok(()),
+                wants: |_: &()| Vec::new(),
+                window: super::gate::no_window,
+            },
+        ) {
+            return e.into_response();
+        }
+    }
     let ready = state.kafka.ready().await;
     (
         [(header::CONTENT_TYPE, "text/plain; version=0.0.4")],
