@@ -43,6 +43,14 @@ const BEARER_PREFIX: &str = "bearer.";
 
 /// The bearer token of a `Sec-WebSocket-Protocol` offer, when it names `kafka-proxy` too.
 fn subprotocol_bearer(headers: &HeaderMap) -> Option<String> {
+    // Only a WebSocket upgrade negotiates subprotocols.
+    let upgrade = headers
+        .get(header::UPGRADE)
+        .and_then(|v| v.to_str().ok())
+        .is_some_and(|v| v.eq_ignore_ascii_case("websocket"));
+    if !upgrade {
+        return None;
+    }
     let offered: Vec<&str> = headers
         .get_all(header::SEC_WEBSOCKET_PROTOCOL)
         .iter()
