@@ -80,7 +80,7 @@ impl Kafka {
                 format!("kafka-proxy-private-{}-{n}", std::process::id()),
             );
         }
-        Ok(cc.create_with_context(context)?)
+        self.log.redactor().create(&cc, context)
     }
 }
 
@@ -104,6 +104,7 @@ pub struct SessionContext {
     commit: CommitMode,
     /// Where assigned partitions' records go: the session's batch fetch queue.
     router: std::sync::OnceLock<rdkafka_batch::Router>,
+    log: LogContext,
 }
 
 impl SessionContext {
@@ -111,12 +112,14 @@ impl SessionContext {
         plan: &StartPlan,
         commit: CommitMode,
         events: Option<mpsc::UnboundedSender<RebalanceEvent>>,
+        log: LogContext,
     ) -> Self {
         SessionContext {
             first_offsets: Mutex::new(plan.first_offsets.clone()),
             events,
             commit,
             router: std::sync::OnceLock::new(),
+            log,
         }
     }
 
@@ -182,10 +185,10 @@ impl ClientContext for SessionContext {
                 self.send(RebalanceEvent::Lost(e));
             }
         }
-        LogContext.log(level, fac, log_message)
+        self.log.log(level, fac, log_message)
     }
     fn error(&self, error: KafkaError, reason: &str) {
-        LogContext.error(error, reason)
+        self.log.error(error, reason)
     }
 }
 
@@ -342,7 +345,12 @@ impl Reader {
             .resolve_start(&req.topics, &req.assignment, &req.start)
             .await?;
         let (events_tx, events_rx) = mpsc::unbounded_channel();
-        let ctx = SessionContext::new(&plan, req.commit, Some(events_tx.clone()));
+        let ctx = SessionContext::new(
+            &plan,
+            req.commit,
+            Some(events_tx.clone()),
+            kafka.log.clone(),
+        );
         let explicit = match &req.assignment {
             Assignment::Partitions(_) => Some(ctx.explicit_assignment(&plan.partitions)),
             Assignment::Group => None,
@@ -400,7 +408,7 @@ impl Reader {
         };
         // No group events for assigned partitions; the channel carries read failures.
         let (events_tx, events_rx) = mpsc::unbounded_channel();
-        let ctx = SessionContext::new(&plan, CommitMode::None, Some(events_tx));
+        let ctx = SessionContext::new(&plan, CommitMode::None, Some(events_tx), kafka.log.clone());
         let (reader, fetch) = Reader::new(kafka.session_consumer(None, CommitMode::None, ctx)?);
         reader.consumer.context().route(&pairs);
         if let Err(e) = reader.consumer.assign(&tpl) {
