@@ -54,6 +54,9 @@ pub enum KafkaAdapterError {
     Forbidden(String),
     #[error("Kafka is unreachable: {0}")]
     Unavailable(String),
+    /// Kafka refuses the proxy's own login or TLS connection (see `login_refused`).
+    #[error("{0}; the proxy's operator must fix its Kafka settings")]
+    LoginRefused(&'static str),
     /// librdkafka refused the Kafka properties; the rejected value is never part of it.
     #[error("librdkafka refuses the Kafka properties (values not shown): {0}")]
     Config(String),
@@ -70,7 +73,9 @@ impl From<KafkaAdapterError> for ProtocolError {
             KafkaAdapterError::UnknownPartition(..) => ErrorCode::UnknownPartition,
             KafkaAdapterError::Forbidden(_) => ErrorCode::Forbidden,
             KafkaAdapterError::OffsetOutOfRange { .. } => ErrorCode::OffsetOutOfRange,
-            KafkaAdapterError::Unavailable(_) => ErrorCode::KafkaUnavailable,
+            KafkaAdapterError::Unavailable(_) | KafkaAdapterError::LoginRefused(_) => {
+                ErrorCode::KafkaUnavailable
+            }
             KafkaAdapterError::Kafka(k) if is_unavailable(k) => ErrorCode::KafkaUnavailable,
             KafkaAdapterError::Kafka(_) => ErrorCode::KafkaError,
             KafkaAdapterError::Config(_) | KafkaAdapterError::Internal(_) => ErrorCode::Internal,
@@ -178,8 +183,9 @@ impl Redactor {
 }
 
 /// How long a refused login explains why Kafka cannot be reached. librdkafka retries a refused
-/// connection at least every `reconnect.backoff.max.ms` (10 s by default) and reports each.
-const REFUSAL_MEMORY: Duration = Duration::from_secs(30);
+/// connection at least every `reconnect.backoff.max.ms` (10 s by default) but reports the same
+/// error again only after 30 s.
+const REFUSAL_MEMORY: Duration = Duration::from_secs(60);
 
 /// librdkafka's own logging into `tracing` at the right levels, with secrets cut out, and the
 /// last time Kafka refused the proxy's own login (shared by all its clients, which log in alike).
@@ -214,10 +220,10 @@ impl LogContext {
     /// Why Kafka is unavailable, for a client: the proxy's refused login when that is the
     /// cause (a timeout alone would send operators after the network), else `detail`.
     pub fn unavailable(&self, detail: impl std::fmt::Display) -> KafkaAdapterError {
-        KafkaAdapterError::Unavailable(match self.refusal() {
-            Some(why) => format!("{why}; the proxy's operator must fix its Kafka settings"),
-            None => self.redact.apply(&detail.to_string()).into_owned(),
-        })
+        match self.refusal() {
+            Some(why) => KafkaAdapterError::LoginRefused(why),
+            None => KafkaAdapterError::Unavailable(self.redact.apply(&detail.to_string()).into()),
+        }
     }
 
     pub fn redactor(&self) -> &Redactor {
