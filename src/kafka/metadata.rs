@@ -12,8 +12,7 @@ use rdkafka::types::RDKafkaRespErr;
 use rdkafka::{Offset, TopicPartitionList};
 
 use super::{
-    blocking, is_unavailable, Kafka, KafkaAdapterError, LOOKUP_TIMEOUT, PARTITION_CACHE_MAX,
-    PARTITION_CACHE_TTL,
+    blocking, Kafka, KafkaAdapterError, LOOKUP_TIMEOUT, PARTITION_CACHE_MAX, PARTITION_CACHE_TTL,
 };
 use crate::protocol::consume::{Assignment, StartAt};
 
@@ -54,13 +53,7 @@ impl Kafka {
         blocking(move || {
             let md = meta
                 .fetch_metadata(Some(&topic), LOOKUP_TIMEOUT)
-                .map_err(|e| {
-                    if is_unavailable(&e) {
-                        log.unavailable(e)
-                    } else {
-                        KafkaAdapterError::Kafka(e)
-                    }
-                })?;
+                .map_err(|e| log.lookup_error(e))?;
             log.answered();
             let t = md
                 .topics()
@@ -137,13 +130,7 @@ impl Kafka {
         let topic = topic.to_string();
         blocking(move || {
             meta.fetch_watermarks(&topic, partition, LOOKUP_TIMEOUT)
-                .map_err(|e| {
-                    if is_unavailable(&e) {
-                        log.unavailable(e)
-                    } else {
-                        KafkaAdapterError::Kafka(e)
-                    }
-                })
+                .map_err(|e| log.lookup_error(e))
         })
         .await
     }

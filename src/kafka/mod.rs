@@ -226,6 +226,17 @@ impl LogContext {
         }
     }
 
+    /// A failed metadata or watermark look-up as the client should see it.
+    pub fn lookup_error(&self, e: KafkaError) -> KafkaAdapterError {
+        if let Some(why) = login_refused(&e) {
+            KafkaAdapterError::LoginRefused(why)
+        } else if is_unavailable(&e) {
+            self.unavailable(e)
+        } else {
+            KafkaAdapterError::Kafka(e)
+        }
+    }
+
     pub fn redactor(&self) -> &Redactor {
         &self.redact
     }
@@ -509,5 +520,14 @@ mod tests {
         assert!(shown.contains("refuses the proxy's login"), "{shown}");
         log.answered();
         assert!(log.refusal().is_none());
+        // librdkafka may also fail the look-up itself with the refusal.
+        let e = log.lookup_error(KafkaError::MetadataFetch(
+            RDKafkaErrorCode::SaslAuthenticationFailed,
+        ));
+        assert_eq!(ProtocolError::from(e).code, ErrorCode::KafkaUnavailable);
+        let e = log.lookup_error(KafkaError::MetadataFetch(
+            RDKafkaErrorCode::BrokerTransportFailure,
+        ));
+        assert!(matches!(e, KafkaAdapterError::Unavailable(_)), "{e}");
     }
 }
