@@ -80,7 +80,7 @@ impl Kafka {
                 format!("kafka-proxy-private-{}-{n}", std::process::id()),
             );
         }
-        Ok(cc.create_with_context(context)?)
+        self.log.redactor().create(&cc, context)
     }
 }
 
@@ -103,17 +103,20 @@ pub struct SessionContext {
     events: Option<mpsc::UnboundedSender<RebalanceEvent>>,
     /// Where assigned partitions' records go: the session's batch fetch queue.
     router: std::sync::OnceLock<rdkafka_batch::Router>,
+    log: LogContext,
 }
 
 impl SessionContext {
     pub fn new(
         plan: &StartPlan,
         events: Option<mpsc::UnboundedSender<RebalanceEvent>>,
+        log: LogContext,
     ) -> Self {
         SessionContext {
             first_offsets: Mutex::new(plan.first_offsets.clone()),
             events,
             router: std::sync::OnceLock::new(),
+            log,
         }
     }
 
@@ -179,10 +182,10 @@ impl ClientContext for SessionContext {
                 self.send(RebalanceEvent::Lost(e));
             }
         }
-        LogContext.log(level, fac, log_message)
+        self.log.log(level, fac, log_message)
     }
     fn error(&self, error: KafkaError, reason: &str) {
-        LogContext.error(error, reason)
+        self.log.error(error, reason)
     }
 }
 
@@ -337,7 +340,7 @@ impl Reader {
             .resolve_start(&req.topics, &req.assignment, &req.start)
             .await?;
         let (events_tx, events_rx) = mpsc::unbounded_channel();
-        let ctx = SessionContext::new(&plan, Some(events_tx.clone()));
+        let ctx = SessionContext::new(&plan, Some(events_tx.clone()), kafka.log.clone());
         let explicit = match &req.assignment {
             Assignment::Partitions(_) => Some(ctx.explicit_assignment(&plan.partitions)),
             Assignment::Group => None,
@@ -395,7 +398,7 @@ impl Reader {
         };
         // No group events for assigned partitions; the channel carries read failures.
         let (events_tx, events_rx) = mpsc::unbounded_channel();
-        let ctx = SessionContext::new(&plan, Some(events_tx));
+        let ctx = SessionContext::new(&plan, Some(events_tx), kafka.log.clone());
         let (reader, fetch) = Reader::new(kafka.session_consumer(None, CommitMode::None, ctx)?);
         reader.consumer.context().route(&pairs);
         if let Err(e) = reader.consumer.assign(&tpl) {

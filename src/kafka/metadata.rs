@@ -12,8 +12,7 @@ use rdkafka::types::RDKafkaRespErr;
 use rdkafka::{Offset, TopicPartitionList};
 
 use super::{
-    blocking, is_unavailable, Kafka, KafkaAdapterError, LOOKUP_TIMEOUT, PARTITION_CACHE_MAX,
-    PARTITION_CACHE_TTL,
+    blocking, Kafka, KafkaAdapterError, LOOKUP_TIMEOUT, PARTITION_CACHE_MAX, PARTITION_CACHE_TTL,
 };
 use crate::protocol::consume::{Assignment, StartAt};
 
@@ -49,17 +48,13 @@ impl Kafka {
 
     async fn fetch_partitions(&self, topic: &str) -> Result<Vec<i32>, KafkaAdapterError> {
         let meta = self.meta.clone();
+        let log = self.log.clone();
         let topic = topic.to_string();
         blocking(move || {
             let md = meta
                 .fetch_metadata(Some(&topic), LOOKUP_TIMEOUT)
-                .map_err(|e| {
-                    if is_unavailable(&e) {
-                        KafkaAdapterError::Unavailable(e.to_string())
-                    } else {
-                        KafkaAdapterError::Kafka(e)
-                    }
-                })?;
+                .map_err(|e| log.lookup_error(e))?;
+            log.answered();
             let t = md
                 .topics()
                 .iter()
@@ -131,8 +126,13 @@ impl Kafka {
         partition: i32,
     ) -> Result<(i64, i64), KafkaAdapterError> {
         let meta = self.meta.clone();
+        let log = self.log.clone();
         let topic = topic.to_string();
-        blocking(move || Ok(meta.fetch_watermarks(&topic, partition, LOOKUP_TIMEOUT)?)).await
+        blocking(move || {
+            meta.fetch_watermarks(&topic, partition, LOOKUP_TIMEOUT)
+                .map_err(|e| log.lookup_error(e))
+        })
+        .await
     }
 
     /// Whether Kafka answers a metadata request; cached for a second.
@@ -151,13 +151,18 @@ impl Kafka {
             return ok;
         }
         let meta = self.meta.clone();
+        let log = self.log.clone();
         let ok = blocking(move || {
             // This client has no group, so errors queue on its main queue: drain them here.
             let _ = meta.poll(Duration::ZERO);
-            Ok(meta
+            let ok = meta
                 .fetch_metadata(None, Duration::from_secs(2))
                 .map(|md| !md.brokers().is_empty())
-                .unwrap_or(false))
+                .unwrap_or(false);
+            if ok {
+                log.answered();
+            }
+            Ok(ok)
         })
         .await
         .unwrap_or(false);
@@ -181,7 +186,7 @@ impl Kafka {
         tokio::time::timeout(RESOLVE_TIMEOUT, self.resolve(topics, assignment, start))
             .await
             .unwrap_or_else(|_| {
-                Err(KafkaAdapterError::Unavailable(format!(
+                Err(self.log.unavailable(format!(
                     "metadata look-ups for {} topic(s) took longer than {} s",
                     topics.len(),
                     RESOLVE_TIMEOUT.as_secs()

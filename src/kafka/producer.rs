@@ -29,14 +29,16 @@ pub type Outcome = Result<(i32, i64), ProtocolError>;
 /// The shared producer's context: each record carries its inbox id and sequence number packed in
 /// its delivery opaque, and its delivery report goes straight to the `Inbox` of the socket or
 /// request that sent it (no future and no allocation per record).
-pub struct ProduceContext;
+pub struct ProduceContext {
+    pub log: LogContext,
+}
 
 impl ClientContext for ProduceContext {
     fn log(&self, level: RDKafkaLogLevel, fac: &str, log_message: &str) {
-        LogContext.log(level, fac, log_message)
+        self.log.log(level, fac, log_message)
     }
     fn error(&self, error: KafkaError, reason: &str) {
-        LogContext.error(error, reason)
+        self.log.error(error, reason)
     }
 }
 

@@ -22,12 +22,20 @@ fn repo() -> PathBuf {
 /// `port + 1`, its data in `.cache/kafka/run-PORT`). Stopped when dropped, even on a panic.
 pub struct Broker {
     pub port: u16,
+    /// `KAFKA_SASL=1`: a SASL_SSL listener and Kafka's StandardAuthorizer (see `scripts/kafka`);
+    /// this harness's own clients log in as the super user `admin`.
+    pub sasl: bool,
 }
 
 impl Broker {
     /// The broker on `port`, not started yet (`start` it, or `stop` a leftover one first).
     pub fn on(port: u16) -> Broker {
-        Broker { port }
+        Broker { port, sasl: false }
+    }
+
+    /// A SASL_SSL broker with ACLs on `port` (data in `.cache/kafka/run-PORT-sasl`).
+    pub fn sasl_on(port: u16) -> Broker {
+        Broker { port, sasl: true }
     }
 
     pub fn bootstrap(&self) -> String {
@@ -37,37 +45,76 @@ impl Broker {
     fn script(&self, cmd: &str) -> Command {
         let mut c = Command::new(repo().join("scripts/kafka"));
         c.arg(cmd).env("KAFKA_PORT", self.port.to_string());
+        if self.sasl {
+            c.env("KAFKA_SASL", "1");
+        }
         c
     }
 
-    async fn run(&self, cmd: &'static str) {
+    /// Runs `scripts/kafka CMD ARGS...` for this broker; fails the test unless it succeeds.
+    /// Returns its standard output.
+    pub async fn kafka(&self, cmd: &str, args: &[&str]) -> String {
         let mut c = self.script(cmd);
-        let port = self.port;
+        c.args(args);
+        let what = format!("KAFKA_PORT={} scripts/kafka {cmd} {args:?}", self.port);
         let out = tokio::task::spawn_blocking(move || c.output())
             .await
             .expect("scripts/kafka task")
             .expect("scripts/kafka runs");
         assert!(
             out.status.success(),
-            "KAFKA_PORT={port} scripts/kafka {cmd} failed: {}\n{}",
+            "{what} failed: {}\n{}",
             String::from_utf8_lossy(&out.stdout),
             String::from_utf8_lossy(&out.stderr)
         );
+        String::from_utf8_lossy(&out.stdout).to_string()
     }
 
     /// Starts the broker and waits until it answers (`scripts/kafka start`).
     pub async fn start(&self) {
-        self.run("start").await
+        self.kafka("start", &[]).await;
     }
 
     /// Stops the broker (SIGTERM, then SIGKILL after 30 s); a no-op when it is not running.
     pub async fn stop(&self) {
-        self.run("stop").await
+        self.kafka("stop", &[]).await;
+    }
+
+    /// A one-line answer of `scripts/kafka CMD ARGS` (e.g. `password admin`, `ca`), trimmed.
+    fn answer(&self, cmd: &str, args: &[&str]) -> String {
+        let out = self
+            .script(cmd)
+            .args(args)
+            .output()
+            .expect("scripts/kafka runs");
+        assert!(
+            out.status.success(),
+            "scripts/kafka {cmd} {args:?} failed: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        String::from_utf8_lossy(&out.stdout).trim().to_string()
+    }
+
+    /// The SCRAM password of `user` on a SASL broker.
+    pub fn password(&self, user: &str) -> String {
+        self.answer("password", &[user])
+    }
+
+    /// The CA certificate (PEM file) a SASL broker's clients must trust.
+    pub fn ca(&self) -> String {
+        self.answer("ca", &[])
     }
 
     pub fn client_config(&self) -> ClientConfig {
         let mut c = ClientConfig::new();
         c.set("bootstrap.servers", self.bootstrap());
+        if self.sasl {
+            c.set("security.protocol", "SASL_SSL")
+                .set("sasl.mechanism", "SCRAM-SHA-512")
+                .set("sasl.username", "admin")
+                .set("sasl.password", self.password("admin"))
+                .set("ssl.ca.location", self.ca());
+        }
         c
     }
 
@@ -229,12 +276,19 @@ pub struct ProxyProc {
     args: Vec<String>,
     child: Option<Child>,
     pub log: PathBuf,
+    /// The proxy's log filter (`KAFKA_PROXY_LOG`); `KP_PROXY_LOG` or `info` when `None`.
+    log_filter: Option<String>,
 }
 
 impl ProxyProc {
     /// Starts `kafka-proxy --host 127.0.0.1 --ws-port <free> --kafka <kafka> <extra>` and waits
     /// until `/healthz` answers.
     pub async fn start(kafka: &str, extra: &[&str]) -> ProxyProc {
+        Self::start_logged(kafka, extra, None).await
+    }
+
+    /// As `start`, with the proxy's log filter `log_filter` (e.g. `debug`) when given.
+    pub async fn start_logged(kafka: &str, extra: &[&str], log_filter: Option<&str>) -> ProxyProc {
         let port = free_port();
         let mut args: Vec<String> = vec![
             "--host".into(),
@@ -252,6 +306,7 @@ impl ProxyProc {
             args,
             child: None,
             log,
+            log_filter: log_filter.map(str::to_string),
         };
         p.spawn().await;
         p
@@ -270,7 +325,9 @@ impl ProxyProc {
             // `KP_PROXY_LOG` sets the proxy's log filter when a run needs more (e.g. `debug`).
             .env(
                 "KAFKA_PROXY_LOG",
-                std::env::var("KP_PROXY_LOG").unwrap_or_else(|_| "info".into()),
+                self.log_filter.clone().unwrap_or_else(|| {
+                    std::env::var("KP_PROXY_LOG").unwrap_or_else(|_| "info".into())
+                }),
             )
             .stdin(Stdio::null())
             .stdout(Stdio::null())
