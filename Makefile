@@ -8,6 +8,7 @@ ARGS ?=
 ## Run the proxy on :9999. Without KAFKA=host:port it starts a local broker (scripts/kafka) and
 ## creates the topic `test` so the README's wscat example works at once.
 run:
+	@scripts/build-deps
 	@if [ -z "$(KAFKA)" ]; then \
 	  scripts/kafka start && \
 	  (scripts/kafka topics --describe --topic test >/dev/null 2>&1 || \
@@ -21,6 +22,7 @@ test:
 	scripts/test
 
 build:
+	scripts/build-deps
 	cargo build --release
 
 kafka-start:
