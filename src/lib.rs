@@ -72,6 +72,11 @@ pub async fn run(
     shutdown: Shutdown,
 ) -> Result<(), ServerError> {
     let config = Arc::new(config);
+    if let Ok(addr) = listener.local_addr() {
+        for warning in access::authz::startup_warnings(&config, addr) {
+            tracing::warn!("{warning}");
+        }
+    }
     // First, so a bad certificate stops startup before any Kafka client exists.
     let tls = config
         .tls

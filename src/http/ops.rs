@@ -15,7 +15,7 @@ pub async fn readyz(State(state): State<AppState>) -> Response {
     if state.kafka.ready().await {
         (StatusCode::OK, "ready\n").into_response()
     } else {
-        HttpError(ProtocolError::new(
+        HttpError::from(ProtocolError::new(
             ErrorCode::KafkaUnavailable,
             format!("Kafka at {} does not answer", state.config.kafka),
         ))
