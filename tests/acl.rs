@@ -140,8 +140,16 @@ async fn http(
         .get("transfer-encoding")
         .is_some_and(|v| v.contains("chunked"));
     let body = if chunked {
-        // Good enough for the short JSON answers here: one chunk.
-        rest.split("\r\n").nth(1).unwrap_or("").to_string()
+        let (mut out, mut rest) = (String::new(), rest);
+        while let Some((size, tail)) = rest.split_once("\r\n") {
+            let n = usize::from_str_radix(size.trim(), 16).expect("a chunk size");
+            if n == 0 {
+                break;
+            }
+            out.push_str(&tail[..n]);
+            rest = &tail[n + 2..];
+        }
+        out
     } else {
         rest.to_string()
     };
