@@ -8,8 +8,9 @@
 //!    frames, error and close codes; pure), startup options with their one source of defaults,
 //!    the stop signal, and counters with the session registry.
 //! 2. [`access`]: `authn` (credentials to a principal), `authz` (principal + action + resource
-//!    to allow or deny), `admission` (the session cap, the unacknowledged-record budget,
-//!    shutdown).
+//!    to allow or deny, by the `[[acl]]` rules and `pattern`s), `admission` (the session cap, the
+//!    unacknowledged-record budget, shutdown), `quota` (sessions per principal, produce rates,
+//!    failed authentications per address).
 //! 3. [`kafka`]: the only module that uses librdkafka: shared clients and metadata look-ups
 //!    (`metadata`), session consumers with their rebalance events and batch fetch queue
 //!    (`consumer`; the queue's `unsafe` code is `crates/rdkafka-batch`), the shared producer
@@ -74,6 +75,11 @@ pub async fn run(
     shutdown: Shutdown,
 ) -> Result<(), ServerError> {
     let config = Arc::new(config);
+    if let Ok(addr) = listener.local_addr() {
+        for warning in access::authz::startup_warnings(&config, addr) {
+            tracing::warn!("{warning}");
+        }
+    }
     // First, so a bad certificate stops startup before any Kafka client exists.
     let tls = config
         .tls

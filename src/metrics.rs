@@ -38,6 +38,8 @@ pub struct SessionStats {
     pub produce_errors: AtomicU64,
     /// Milliseconds since the Unix epoch of the last record delivered, 0 if none.
     pub last_delivery_ms: AtomicI64,
+    /// 1 while a produce socket is not read because its principal is over its produce rate.
+    pub throttled: AtomicUsize,
 }
 
 impl SessionStats {
@@ -64,6 +66,23 @@ struct Entry {
     started: Instant,
 }
 
+/// Refusals of the access layer: authorization and quotas.
+#[derive(Debug, Default)]
+pub struct AccessCounters {
+    /// Requests denied by the ACL rules (403 `forbidden` before the upgrade).
+    pub denied: AtomicU64,
+    /// Failed authentications (401).
+    pub auth_failures: AtomicU64,
+    /// Requests refused before authentication because their address failed too often (429).
+    pub auth_blocked: AtomicU64,
+    /// Sessions refused by `maxSessionsPerPrincipal` (429).
+    pub sessions_refused: AtomicU64,
+    /// HTTP produce requests refused by the produce rate (429).
+    pub produce_refused: AtomicU64,
+    /// Times a produce socket stopped being read for its principal's produce rate.
+    pub produce_throttled: AtomicU64,
+}
+
 /// Process-wide metrics.
 #[derive(Default)]
 pub struct Metrics {
@@ -72,6 +91,7 @@ pub struct Metrics {
     pub connections_total: AtomicU64,
     pub rejected_total: AtomicU64,
     pub http_produce_requests: AtomicU64,
+    pub access: AccessCounters,
     /// Totals of sessions that have ended, so counters never go backwards.
     closed: SessionStats,
 }
@@ -114,6 +134,7 @@ pub struct SessionReport {
     pub buffered_bytes_max: usize,
     pub unacked: usize,
     pub paused: bool,
+    pub throttled: bool,
     pub produced: u64,
     pub produce_errors: u64,
 }
@@ -172,6 +193,7 @@ impl Metrics {
                 buffered_bytes_max: e.stats.buffered_bytes_max.load(Relaxed),
                 unacked: e.stats.unacked.load(Relaxed),
                 paused: e.stats.paused.load(Relaxed) > 0,
+                throttled: e.stats.throttled.load(Relaxed) > 0,
                 produced: e.stats.produced.load(Relaxed),
                 produce_errors: e.stats.produce_errors.load(Relaxed),
             })
@@ -186,7 +208,7 @@ impl Metrics {
         let mut by_kind: BTreeMap<&str, usize> = BTreeMap::new();
         let (mut received, mut sent, mut frames, mut bytes, mut buffered, mut produced, mut perr) =
             (0u64, 0u64, 0u64, 0u64, 0usize, 0u64, 0u64);
-        let mut paused = 0usize;
+        let (mut paused, mut throttled) = (0usize, 0usize);
         for r in &sessions {
             *by_kind.entry(r.meta.kind).or_default() += 1;
             received += r.received;
@@ -196,6 +218,7 @@ impl Metrics {
             produced += r.produced;
             perr += r.produce_errors;
             paused += usize::from(r.paused);
+            throttled += usize::from(r.throttled);
         }
         if let Ok(s) = self.sessions.lock() {
             frames = s.values().map(|e| e.stats.frames.load(Relaxed)).sum();
@@ -280,6 +303,47 @@ impl Metrics {
             "Records that failed to produce.",
             (perr + c.produce_errors.load(Relaxed)).to_string(),
         );
+        let a = &self.access;
+        metric(
+            "kafka_proxy_denied_total",
+            "counter",
+            "Requests denied by the ACL rules (403 forbidden before the upgrade).",
+            a.denied.load(Relaxed).to_string(),
+        );
+        metric(
+            "kafka_proxy_auth_failures_total",
+            "counter",
+            "Failed authentications (401).",
+            a.auth_failures.load(Relaxed).to_string(),
+        );
+        metric(
+            "kafka_proxy_produce_throttled_total",
+            "counter",
+            "Times a produce socket stopped being read for its principal's produce rate.",
+            a.produce_throttled.load(Relaxed).to_string(),
+        );
+        metric(
+            "kafka_proxy_throttled_sessions",
+            "gauge",
+            "Produce sockets not read right now because of their principal's produce rate.",
+            throttled.to_string(),
+        );
+        let _ = writeln!(
+            out,
+            "# HELP kafka_proxy_quota_refused_total Requests refused with 429 by a quota.\n\
+             # TYPE kafka_proxy_quota_refused_total counter"
+        );
+        for (kind, n) in [
+            ("sessions", &a.sessions_refused),
+            ("produce_rate", &a.produce_refused),
+            ("auth_failures", &a.auth_blocked),
+        ] {
+            let n = n.load(Relaxed);
+            let _ = writeln!(
+                out,
+                "kafka_proxy_quota_refused_total{{kind=\"{kind}\"}} {n}"
+            );
+        }
         let _ = writeln!(
             out,
             "# HELP kafka_proxy_sessions Open sessions by kind.\n# TYPE kafka_proxy_sessions gauge"

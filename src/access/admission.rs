@@ -1,10 +1,12 @@
 //! Admission: whether the proxy takes another session at all (the `maxConnections` cap and
-//! shutdown). Checked first in the gate, before any work is done for a request.
+//! shutdown). Checked first in the gate, before any work is done for a request. A permit also
+//! carries the principal's own session slot (`quota::SessionSlot`), taken once it is known.
 
 use std::sync::Arc;
 
 use tokio::sync::{OwnedSemaphorePermit, Semaphore};
 
+use super::quota::SessionSlot;
 use crate::protocol::{ErrorCode, ProtocolError};
 use crate::shutdown::Shutdown;
 
@@ -19,10 +21,19 @@ pub struct Admission {
     shutdown: Shutdown,
 }
 
-/// A session slot and the records it reserved; both are free again when it is dropped.
+/// A session slot, the records it reserved and its principal's slot
+/// (`maxSessionsPerPrincipal`); all are free again when it is dropped.
 pub struct Permit {
     _slot: OwnedSemaphorePermit,
     _records: Option<OwnedSemaphorePermit>,
+    _principal: Option<SessionSlot>,
+}
+
+impl Permit {
+    /// Holds the principal's session slot for as long as this permit lives.
+    pub fn hold(&mut self, slot: Option<SessionSlot>) {
+        self._principal = slot;
+    }
 }
 
 impl Admission {
@@ -76,6 +87,7 @@ impl Admission {
             .map(|slot| Permit {
                 _slot: slot,
                 _records: None,
+                _principal: None,
             })
             .map_err(|_| {
                 ProtocolError::new(

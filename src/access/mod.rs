@@ -1,10 +1,13 @@
-//! Access: who a request is (`authn`), whether it may do what it asks (`authz`), and whether the
-//! proxy takes it at all (`admission`). Pure decisions; the HTTP gate (`http::gate`) calls them
-//! in order.
+//! Access: who a request is (`authn`), whether it may do what it asks (`authz`, with the
+//! name patterns of `pattern`), whether the proxy takes it at all (`admission`) and the
+//! per-principal and per-address limits (`quota`). Pure decisions; the HTTP gate (`http::gate`)
+//! calls them in order.
 
 pub mod admission;
 pub mod authn;
 pub mod authz;
+pub mod pattern;
+pub mod quota;
 pub mod tickets;
 
 use std::fmt;

@@ -1,7 +1,9 @@
 //! The admin API: `/admin/sessions` (open sessions and who holds them) and `/admin/tail`
 //! (live-tail readers and their sockets). Both need the admin action.
 
-use axum::extract::State;
+use std::net::SocketAddr;
+
+use axum::extract::{ConnectInfo, State};
 use axum::http::HeaderMap;
 use axum::response::{IntoResponse, Response};
 
@@ -10,8 +12,14 @@ use super::{AppState, HttpError};
 use crate::access::{Action, Resource};
 
 /// The gate of an admin read: no session slot, the admin action on the proxy.
-fn admit(state: &AppState, headers: &HeaderMap, q: Params) -> Result<(), HttpError> {
+fn admit(
+    state: &AppState,
+    peer: SocketAddr,
+    headers: &HeaderMap,
+    q: Params,
+) -> Result<(), HttpError> {
     state.gate(
+        peer,
         headers,
         q,
         Endpoint {
@@ -27,10 +35,11 @@ fn admit(state: &AppState, headers: &HeaderMap, q: Params) -> Result<(), HttpErr
 /// `GET /admin/sessions`.
 pub async fn sessions(
     State(state): State<AppState>,
+    ConnectInfo(peer): ConnectInfo<SocketAddr>,
     headers: HeaderMap,
     q: Params,
 ) -> Result<Response, HttpError> {
-    admit(&state, &headers, q)?;
+    admit(&state, peer, &headers, q)?;
     let body = serde_json::json!({ "sessions": state.metrics.sessions() });
     Ok(axum::Json(body).into_response())
 }
@@ -38,10 +47,11 @@ pub async fn sessions(
 /// `GET /admin/tail`: running readers and their socket counts.
 pub async fn tail(
     State(state): State<AppState>,
+    ConnectInfo(peer): ConnectInfo<SocketAddr>,
     headers: HeaderMap,
     q: Params,
 ) -> Result<Response, HttpError> {
-    admit(&state, &headers, q)?;
+    admit(&state, peer, &headers, q)?;
     let body = serde_json::json!({ "readers": state.tail.report() });
     Ok(axum::Json(body).into_response())
 }

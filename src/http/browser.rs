@@ -70,7 +70,7 @@ pub async fn guard(State(state): State<AppState>, req: Request, next: Next) -> R
             ErrorCode::Forbidden,
             format!("origin {origin} is not allowed here (allowedOrigins)"),
         );
-        return HttpError(e).into_response();
+        return HttpError::from(e).into_response();
     }
     let preflight = req.method() == Method::OPTIONS
         && req

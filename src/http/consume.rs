@@ -40,7 +40,7 @@ pub async fn seed(
         wants,
         window,
     };
-    let (admitted, ws) = state.ws_gate(&headers, q, ws, HINT, endpoint)?;
+    let (admitted, ws) = state.ws_gate(peer, &headers, q, ws, HINT, endpoint)?;
     Ok(upgrade(state, peer, admitted, ws, "seed"))
 }
 
@@ -58,7 +58,7 @@ pub async fn v1(
         wants,
         window,
     };
-    let (admitted, ws) = state.ws_gate(&headers, q, ws, HINT, endpoint)?;
+    let (admitted, ws) = state.ws_gate(peer, &headers, q, ws, HINT, endpoint)?;
     Ok(upgrade(state, peer, admitted, ws, "consume"))
 }
 

@@ -1,8 +1,10 @@
-//! The one request gate every endpoint passes: admission limit -> authenticate -> parse ->
-//! authorize -> upgrade. What comes out is a typed, authorized request that carries its
+//! The one request gate every endpoint passes: admission limit -> failed-login back-off ->
+//! authenticate -> principal's session quota -> parse -> authorize -> upgrade. What comes out is a typed, authorized request that carries its
 //! `Principal` into the session.
 
 use std::collections::HashMap;
+use std::net::SocketAddr;
+use std::sync::atomic::Ordering::Relaxed;
 
 use axum::extract::ws::rejection::WebSocketUpgradeRejection;
 use axum::extract::ws::WebSocketUpgrade;
@@ -13,7 +15,7 @@ use axum::http::{header, HeaderMap};
 use super::{AppState, HttpError};
 use crate::access::admission::Permit;
 use crate::access::{Action, Principal, Resource};
-use crate::protocol::{parse_query, ProtocolError};
+use crate::protocol::{parse_query, ErrorCode, ProtocolError};
 
 /// A WebSocket upgrade, or why the request is not one (answered with a JSON 400).
 pub type Ws = Result<WebSocketUpgrade, WebSocketUpgradeRejection>;
@@ -105,9 +107,12 @@ pub fn no_window<R>(_: &R) -> usize {
 
 impl AppState {
     /// Admission, authentication, parsing and authorization, in that order. A refusal is counted
-    /// and answered with its documented status.
+    /// and answered with its documented status. `peer` is the client's address: one that failed
+    /// authentication too often is refused before its credentials are even looked at, so a
+    /// guessing loop learns nothing more.
     pub fn gate<R, P, W, V>(
         &self,
+        peer: SocketAddr,
         headers: &HeaderMap,
         q: Params,
         endpoint: Endpoint<P, W, V>,
@@ -117,23 +122,35 @@ impl AppState {
         W: FnOnce(&R) -> Vec<(Action, Resource)>,
         V: FnOnce(&R) -> usize,
     {
-        let passed = (|| {
+        let passed = (|| -> Result<Admitted<R>, HttpError> {
             let mut permit = match endpoint.slot {
                 Slot::Session => Some(self.admission.admit()?),
                 Slot::None => None,
             };
+            self.quotas.auth_allowed(peer.ip())?;
             // A malformed query is reported after authentication, in the gate's order.
             let parsed = parse_query(q.query.as_deref().unwrap_or(""));
             let ticket = parsed.as_ref().ok().and_then(|p| p.get(TICKET_PARAM));
             let principal = match ticket {
-                Some(t) => self.tickets.redeem(t, &q.path)?,
-                None => self.authenticate(headers)?,
-            };
+                Some(t) => self.tickets.redeem(t, &q.path),
+                None => self.authenticate(headers),
+            }
+            .inspect_err(|e| {
+                if e.code == ErrorCode::Unauthorized {
+                    self.quotas.auth_failed(peer.ip());
+                }
+            })?;
+            if let Some(p) = &mut permit {
+                p.hold(self.quotas.session(&principal)?);
+            }
             let mut params = parsed?;
             params.remove(TICKET_PARAM);
             let req = (endpoint.parse)(&params)?;
             self.policy
-                .authorize_all(&principal, &(endpoint.wants)(&req))?;
+                .authorize_all(&principal, &(endpoint.wants)(&req))
+                .inspect_err(|_| {
+                    self.metrics.access.denied.fetch_add(1, Relaxed);
+                })?;
             if let Some(p) = &mut permit {
                 self.admission.reserve(p, (endpoint.window)(&req))?;
             }
@@ -143,10 +160,7 @@ impl AppState {
                 permit,
             })
         })();
-        passed.map_err(|e: ProtocolError| {
-            self.metrics.reject();
-            HttpError(e)
-        })
+        passed.inspect_err(|_| self.metrics.reject())
     }
 
     /// The principal of a request's credential: the `Authorization` header, else a bearer token
@@ -165,6 +179,7 @@ impl AppState {
     /// how to connect when the request is not one.
     pub fn ws_gate<R, P, W, V>(
         &self,
+        peer: SocketAddr,
         headers: &HeaderMap,
         q: Params,
         ws: Ws,
@@ -176,10 +191,10 @@ impl AppState {
         W: FnOnce(&R) -> Vec<(Action, Resource)>,
         V: FnOnce(&R) -> usize,
     {
-        let admitted = self.gate(headers, q, endpoint)?;
+        let admitted = self.gate(peer, headers, q, endpoint)?;
         let ws = ws.map_err(|e| {
             self.metrics.reject();
-            HttpError(ProtocolError::bad_request(format!(
+            HttpError::from(ProtocolError::bad_request(format!(
                 "this endpoint takes a WebSocket upgrade ({e}); try {hint}"
             )))
         })?;

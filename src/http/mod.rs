@@ -26,6 +26,7 @@ use tokio::net::TcpListener;
 use crate::access::admission::Admission;
 use crate::access::authn::Authenticator;
 use crate::access::authz::Policy;
+use crate::access::quota::{Limited, Quotas};
 use crate::access::tickets::Tickets;
 use crate::config::Config;
 use crate::flow::tail::Hub;
@@ -47,6 +48,8 @@ pub struct AppState {
     pub policy: Policy,
     /// Caps concurrent sessions; a permit is taken before anything else.
     pub admission: Admission,
+    /// Per-principal and per-address limits (sessions, produce rates, failed logins).
+    pub quotas: Quotas,
     /// Shared live-tail readers, one per (topic, encoding).
     pub tail: Arc<Hub>,
     /// Issues and redeems `POST /v1/tickets` tickets.
@@ -75,7 +78,8 @@ impl AppState {
             )),
             origins: browser::Origins::new(&config.security.allowed_origins, auth.enabled()),
             auth,
-            policy: Policy::open(),
+            policy: Policy::from_config(&config),
+            quotas: Quotas::new(config.security.quotas.clone(), metrics.clone()),
             admission: Admission::new(
                 config.max_connections,
                 config.max_unacked_records,
@@ -100,26 +104,47 @@ impl AppState {
     }
 }
 
-/// An error response before the upgrade: status plus `{"error":{"code","message"}}`.
-pub struct HttpError(pub ProtocolError);
+/// An error response before the upgrade: status plus `{"error":{"code","message"}}`, and a
+/// `Retry-After` header when the client is told when to come back.
+pub struct HttpError {
+    pub error: ProtocolError,
+    /// Whole seconds for `Retry-After` (429s of rate limits and failed-login back-off).
+    pub retry_after: Option<u64>,
+}
 
 impl From<ProtocolError> for HttpError {
-    fn from(e: ProtocolError) -> Self {
-        HttpError(e)
+    fn from(error: ProtocolError) -> Self {
+        HttpError {
+            error,
+            retry_after: None,
+        }
+    }
+}
+
+impl From<Limited> for HttpError {
+    fn from(l: Limited) -> Self {
+        HttpError {
+            retry_after: Some(l.retry_after_secs()),
+            error: l.error,
+        }
     }
 }
 
 impl IntoResponse for HttpError {
     fn into_response(self) -> Response {
-        let status = StatusCode::from_u16(self.0.code.http_status())
+        let status = StatusCode::from_u16(self.error.code.http_status())
             .unwrap_or(StatusCode::INTERNAL_SERVER_ERROR);
         let mut resp = (
             status,
             [(header::CONTENT_TYPE, "application/json")],
-            self.0.http_body(),
+            self.error.http_body(),
         )
             .into_response();
-        if self.0.code == ErrorCode::Unauthorized {
+        if let Some(secs) = self.retry_after {
+            resp.headers_mut()
+                .insert(header::RETRY_AFTER, header::HeaderValue::from(secs));
+        }
+        if self.error.code == ErrorCode::Unauthorized {
             resp.headers_mut().insert(
                 header::WWW_AUTHENTICATE,
                 header::HeaderValue::from_static("Basic realm=\"kafka-proxy\""),

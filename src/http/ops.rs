@@ -15,7 +15,7 @@ pub async fn readyz(State(state): State<AppState>) -> Response {
     if state.kafka.ready().await {
         (StatusCode::OK, "ready\n").into_response()
     } else {
-        HttpError(ProtocolError::new(
+        HttpError::from(ProtocolError::new(
             ErrorCode::KafkaUnavailable,
             // Not the bootstrap addresses: /readyz is open, and they map the network behind.
             "Kafka does not answer metadata requests; the proxy log names the brokers",
@@ -27,11 +27,13 @@ pub async fn readyz(State(state): State<AppState>) -> Response {
 /// `GET /metrics`; with `metricsAuth`, only for an authenticated principal.
 pub async fn metrics(
     State(state): State<AppState>,
+    axum::extract::ConnectInfo(peer): axum::extract::ConnectInfo<std::net::SocketAddr>,
     headers: axum::http::HeaderMap,
     q: super::gate::Params,
 ) -> Response {
     if state.config.security.metrics_auth {
         if let Err(e) = state.gate(
+            peer,
             &headers,
             q,
             super::gate::Endpoint {

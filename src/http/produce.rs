@@ -39,7 +39,7 @@ pub async fn ws_produce(
         // Unanswered records stay within the larger of the window and one frame's records.
         window: |r: &ProduceRequest| r.window.max(wire::MAX_FRAME_RECORDS),
     };
-    let (admitted, ws) = state.ws_gate(&headers, q, ws, HINT, endpoint)?;
+    let (admitted, ws) = state.ws_gate(peer, &headers, q, ws, HINT, endpoint)?;
     let Admitted {
         req,
         principal,
@@ -53,16 +53,20 @@ pub async fn ws_produce(
         principal,
         permit,
     };
+    // The principal's produce rate, shared with its other sockets and requests: over it, the
+    // socket is not read until tokens return.
+    let rate = state.quotas.produce_rate(&opening.principal);
     let deps = state.deps();
     let ws = configure(ws, &state.config);
     Ok(open_session(&state, ws, opening, move |ws, stats| {
-        socket::serve(ws, req, deps, stats)
+        socket::serve(ws, req, deps, stats, rate)
     }))
 }
 
 /// `POST /v1/topics/{topic}/records`: one record or a batch, answered when Kafka stored them.
 pub async fn http_produce(
     State(state): State<AppState>,
+    ConnectInfo(peer): ConnectInfo<SocketAddr>,
     path: Result<Path<String>, PathRejection>,
     headers: HeaderMap,
     q: Params,
@@ -83,13 +87,21 @@ pub async fn http_produce(
     // A request holds a session slot and the drain token while it runs, like a socket.
     let Admitted {
         req,
+        principal,
         permit: _permit,
-        ..
-    } = state.gate(&headers, q, endpoint)?;
+    } = state.gate(peer, &headers, q, endpoint)?;
     let _token = state.token.clone();
+    // Over the principal's produce rate: 429 with the seconds until it may produce again.
+    let rate = state.quotas.produce_rate(&principal);
+    if let Some(rate) = &rate {
+        if let Some(wait) = rate.wait() {
+            state.metrics.reject();
+            return Err(rate.refuse(wait).into());
+        }
+    }
     let body = body.map_err(|e| {
         state.metrics.reject();
-        HttpError(if e.status() == StatusCode::PAYLOAD_TOO_LARGE {
+        HttpError::from(if e.status() == StatusCode::PAYLOAD_TOO_LARGE {
             ProtocolError::new(
                 ErrorCode::TooLarge,
                 format!(
@@ -111,6 +123,10 @@ pub async fn http_produce(
         })
         .unwrap_or(false);
     let (decoded, single) = Decoder::new(&req).http_body(body, raw)?;
+    if let Some(rate) = &rate {
+        let (records, bytes) = socket::cost(&decoded);
+        rate.take(records, bytes);
+    }
     let answers = batch::produce_all(&state.kafka, &req.topic, &partitions, decoded).await;
     let ok = answers.iter().filter(|(_, o)| o.is_ok()).count() as u64;
     state
@@ -123,10 +139,10 @@ pub async fn http_produce(
                     StatusCode::OK,
                     &wire::http_result(id.as_ref(), &outcome),
                 )),
-                Err(e) => Err(HttpError(e)),
+                Err(e) => Err(HttpError::from(e)),
             };
         }
-        return Err(HttpError(ProtocolError::new(
+        return Err(HttpError::from(ProtocolError::new(
             ErrorCode::Internal,
             "no answer for the record",
         )));
@@ -158,6 +174,8 @@ fn results<S: serde::Serializer>(
 fn json_response(status: StatusCode, body: &impl serde::Serialize) -> Response {
     match serde_json::to_string(body) {
         Ok(s) => (status, [(header::CONTENT_TYPE, "application/json")], s).into_response(),
-        Err(e) => HttpError(ProtocolError::new(ErrorCode::Internal, e.to_string())).into_response(),
+        Err(e) => {
+            HttpError::from(ProtocolError::new(ErrorCode::Internal, e.to_string())).into_response()
+        }
     }
 }

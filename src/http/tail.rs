@@ -32,7 +32,7 @@ pub async fn v1_tail(
         wants: |(topic, _): &(String, _)| vec![(Action::Tail, Resource::Topic(topic.clone()))],
         window: no_window,
     };
-    let (admitted, ws) = state.ws_gate(&headers, q, ws, HINT, endpoint)?;
+    let (admitted, ws) = state.ws_gate(peer, &headers, q, ws, HINT, endpoint)?;
     let Admitted {
         req: (topic, enc),
         principal,
@@ -40,7 +40,7 @@ pub async fn v1_tail(
     } = admitted;
     let reader = state.tail.join(&topic, enc).await.map_err(|e| {
         state.metrics.reject();
-        HttpError(e)
+        HttpError::from(e)
     })?;
     let opening = Opening {
         kind: "tail",

@@ -3,7 +3,9 @@
 
 use axum::body::Bytes;
 use axum::extract::rejection::BytesRejection;
-use axum::extract::State;
+use std::net::SocketAddr;
+
+use axum::extract::{ConnectInfo, State};
 use axum::http::{header, HeaderMap, StatusCode};
 use axum::response::{IntoResponse, Response};
 use serde::Deserialize;
@@ -42,6 +44,7 @@ fn parse(body: &[u8]) -> Result<String, ProtocolError> {
 /// cross-origin call a preflighted CORS request that only allowed origins pass.
 pub async fn issue(
     State(state): State<AppState>,
+    ConnectInfo(peer): ConnectInfo<SocketAddr>,
     headers: HeaderMap,
     q: Params,
     body: Result<Bytes, BytesRejection>,
@@ -51,16 +54,17 @@ pub async fn issue(
         .and_then(|v| v.to_str().ok())
         .is_some_and(|v| v.trim_start().starts_with("application/json"));
     if !json {
-        return Err(HttpError(ProtocolError::bad_request(
+        return Err(HttpError::from(ProtocolError::bad_request(
             "POST /v1/tickets takes Content-Type: application/json",
         )));
     }
-    let body = body.map_err(|e| HttpError(ProtocolError::bad_request(e.body_text())))?;
+    let body = body.map_err(|e| HttpError::from(ProtocolError::bad_request(e.body_text())))?;
     let path = parse(&body).map_err(|e| {
         state.metrics.reject();
-        HttpError(e)
+        HttpError::from(e)
     })?;
     let admitted = state.gate(
+        peer,
         &headers,
         q,
         Endpoint {

@@ -3,6 +3,9 @@
 //!
 //! One task instead of reader, session and writer tasks saves the hand-offs (and thread
 //! wake-ups) between them; the socket itself is driven by `transport::ws::Conn`.
+//!
+//! A principal over its produce rate (`access::quota`) is slowed, never failed: its socket is
+//! not read until the rate has tokens again, and TCP backpressure does the rest.
 
 use std::collections::VecDeque;
 use std::future::Future;
@@ -10,12 +13,14 @@ use std::pin::Pin;
 use std::sync::atomic::Ordering::Relaxed;
 use std::sync::Arc;
 use std::task::{Context, Poll};
+use std::time::Duration;
 
 use bytes::Bytes;
 use serde_json::Value;
 use tokio::time::Sleep;
 
 use super::{check_target, shutting_down, Frames, Order, QUEUE_FULL_RETRY};
+use crate::access::quota::RateLimit;
 use crate::flow::Deps;
 use crate::kafka::producer::{enqueue, Enqueue, Outcome};
 use crate::metrics::SessionStats;
@@ -24,12 +29,14 @@ use crate::protocol::produce::{
 };
 use crate::transport::ws::{Conn, End, Inbound, Message, Note, Socket};
 
-/// Serves a produce socket until it ends, then closes it as the end says.
+/// Serves a produce socket until it ends, then closes it as the end says. With `rate`, frames
+/// are read only while the principal's produce rate has tokens.
 pub async fn serve<S: Socket>(
     socket: S,
     req: ProduceRequest,
     deps: Deps,
     stats: Arc<SessionStats>,
+    rate: Option<RateLimit>,
 ) {
     let mut conn = Conn::new(
         socket,
@@ -40,6 +47,7 @@ pub async fn serve<S: Socket>(
     let end = match check_target(&deps.kafka, &req).await {
         Ok(partitions) => {
             Session::new(&req, &deps, &stats, &mut conn, partitions)
+                .limited(rate)
                 .run()
                 .await
         }
@@ -100,6 +108,31 @@ pub(crate) struct Session<'a, S> {
     frames: Frames,
     /// Bytes read since the session last yielded to other tasks.
     unyielded: usize,
+    /// The principal's produce rate, when a quota limits it.
+    rate: Option<Throttle>,
+}
+
+/// A produce rate and the timer that wakes a socket it stopped.
+struct Throttle {
+    limit: RateLimit,
+    sleep: Pin<Box<Sleep>>,
+    /// Whether the socket is not being read for the rate right now.
+    on: bool,
+}
+
+/// Shortest wait for tokens, so rounding never makes a socket spin.
+const MIN_RATE_WAIT: Duration = Duration::from_millis(1);
+
+/// What records cost against produce quotas: one per record, and its key and value bytes.
+/// Records that failed to decode are answered with an error and cost nothing.
+pub fn cost(decoded: &[Decoded]) -> (u64, u64) {
+    let (mut records, mut bytes) = (0u64, 0u64);
+    for r in decoded.iter().flatten() {
+        records += 1;
+        let len = |b: &Option<Bytes>| b.as_ref().map_or(0, |b| b.len() as u64);
+        bytes += len(&r.key) + len(&r.value);
+    }
+    (records, bytes)
 }
 
 /// Frames read per turn at most (or `READ_BATCH_BYTES`), before the records go to the producer
@@ -129,6 +162,44 @@ impl<'a, S: Socket> Session<'a, S> {
             batch: AcksBatch::default(),
             frames: Frames::default(),
             unyielded: 0,
+            rate: None,
+        }
+    }
+
+    /// Reads frames only while `rate` (the principal's produce quota) has tokens.
+    pub(crate) fn limited(mut self, rate: Option<RateLimit>) -> Self {
+        self.rate = rate.map(|limit| Throttle {
+            limit,
+            sleep: Box::pin(tokio::time::sleep(Duration::ZERO)),
+            on: false,
+        });
+        self
+    }
+
+    /// Whether the produce rate lets the socket be read now; if not, arms the timer that wakes
+    /// the session when it will, and counts the socket as throttled.
+    fn rate_open(&mut self, cx: &mut Context<'_>) -> bool {
+        let Some(th) = &mut self.rate else {
+            return true;
+        };
+        loop {
+            let Some(wait) = th.limit.wait() else {
+                if th.on {
+                    th.on = false;
+                    self.stats.throttled.store(0, Relaxed);
+                }
+                return true;
+            };
+            if !th.on {
+                th.on = true;
+                self.stats.throttled.store(1, Relaxed);
+                th.limit.throttled();
+            }
+            let at = tokio::time::Instant::now() + wait.max(MIN_RATE_WAIT);
+            th.sleep.as_mut().reset(at);
+            if th.sleep.as_mut().poll(cx).is_pending() {
+                return false;
+            }
         }
     }
 
@@ -260,6 +331,8 @@ impl<'a, S: Socket> Session<'a, S> {
         }
         let window_open =
             self.held.is_empty() && self.blocked.is_empty() && self.outstanding() < self.req.window;
+        // Over the produce rate the socket is not read, like a closed window.
+        let window_open = window_open && (!reading || self.rate_open(cx));
         if reading && window_open {
             match self.poll_read(cx) {
                 Poll::Ready(Some(end)) => return Poll::Ready(Wake::ReadEnd(end)),
@@ -326,6 +399,15 @@ impl<'a, S: Socket> Session<'a, S> {
                     self.decoder.binary_into(b, &mut self.decoded);
                 }
             }
+            // Records are paid for as they are read; a frame that overdraws the rate is taken,
+            // and the socket then waits until the debt is paid.
+            let spent = match &self.rate {
+                Some(th) => {
+                    let (records, bytes) = cost(&self.decoded[before..]);
+                    th.limit.take(records, bytes).is_some()
+                }
+                None => false,
+            };
             // The frame's records count against the window before it is taken: `fits`, with
             // them already in `outstanding`. One that does not fit waits in `held`.
             let records = self.decoded.len() - before;
@@ -337,6 +419,7 @@ impl<'a, S: Socket> Session<'a, S> {
             if frames >= READ_BATCH_FRAMES
                 || bytes >= READ_BATCH_BYTES
                 || outstanding >= self.req.window
+                || spent
             {
                 return Poll::Ready(None);
             }
