@@ -413,7 +413,14 @@ async fn ws_connect_with(url: &str, read_buffer: usize, write_buffer: usize) -> 
     let cfg = WebSocketConfig::default()
         .read_buffer_size(read_buffer)
         .write_buffer_size(write_buffer);
-    let (ws, _) = tokio_tungstenite::connect_async_with_config(url, Some(cfg), true).await?;
+    use tokio_tungstenite::tungstenite::client::IntoClientRequest;
+    let mut req = url.into_client_request()?;
+    // To measure the request gate with a credential (e.g. a JWT and ACL rules passed to the
+    // proxy with KP_BENCH_PROXY_ARGS): every socket sends this `Authorization` header.
+    if let Ok(auth) = std::env::var("KP_BENCH_AUTH") {
+        req.headers_mut().insert("authorization", auth.parse()?);
+    }
+    let (ws, _) = tokio_tungstenite::connect_async_with_config(req, Some(cfg), true).await?;
     Ok(ws)
 }
 
