@@ -50,6 +50,16 @@ impl Origins {
     }
 }
 
+/// Whether a request without `Origin` comes from a browser: it sends `Sec-Fetch-Mode` (to https
+/// and loopback addresses), and every browser's `User-Agent` starts with `Mozilla/`.
+fn is_browser(headers: &HeaderMap) -> bool {
+    headers.contains_key("sec-fetch-mode")
+        || headers
+            .get(header::USER_AGENT)
+            .and_then(|v| v.to_str().ok())
+            .is_some_and(|ua| ua.starts_with("Mozilla/"))
+}
+
 fn origin_of(headers: &HeaderMap) -> Option<&str> {
     headers.get(header::ORIGIN).and_then(|v| v.to_str().ok())
 }
@@ -57,7 +67,13 @@ fn origin_of(headers: &HeaderMap) -> Option<&str> {
 /// The middleware (`axum::middleware::from_fn_with_state`).
 pub async fn guard(State(state): State<AppState>, req: Request, next: Next) -> Response {
     let Some(origin) = origin_of(req.headers()).map(str::to_string) else {
-        return next.run(req).await;
+        // A top-level navigation has no Origin; it still must not get a Basic challenge.
+        let browser = is_browser(req.headers());
+        let mut resp = next.run(req).await;
+        if browser {
+            resp.headers_mut().remove(header::WWW_AUTHENTICATE);
+        }
+        return resp;
     };
     let host = req
         .headers()
@@ -109,6 +125,22 @@ pub async fn guard(State(state): State<AppState>, req: Request, next: Next) -> R
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn browsers_are_recognised_without_an_origin() {
+        let mut h = HeaderMap::new();
+        assert!(!is_browser(&h));
+        h.insert(header::USER_AGENT, HeaderValue::from_static("curl/8.5.0"));
+        assert!(!is_browser(&h));
+        h.insert(
+            header::USER_AGENT,
+            HeaderValue::from_static("Mozilla/5.0 (X11; Linux x86_64) Chrome/120"),
+        );
+        assert!(is_browser(&h));
+        let mut h = HeaderMap::new();
+        h.insert("sec-fetch-mode", HeaderValue::from_static("navigate"));
+        assert!(is_browser(&h));
+    }
 
     #[test]
     fn origins_are_enforced_once_auth_or_a_list_exists() {

@@ -1,6 +1,6 @@
 // Shared helpers for the real-client tests: a release proxy subprocess, Kafka's own CLI tools
 // (through scripts/kafka) for topics and producing, and unique names per test.
-import { spawn, execFileSync } from 'node:child_process';
+import { spawn, execFile, execFileSync } from 'node:child_process';
 import net from 'node:net';
 import path from 'node:path';
 import { fileURLToPath } from 'node:url';
@@ -26,6 +26,31 @@ export function requireKafka() {
 export function createTopic(name, partitions = 1) {
   execFileSync(kafkaScript, ['topics', '--create', '--topic', name, '--partitions', String(partitions),
     '--replication-factor', '1'], { stdio: 'pipe' });
+}
+
+/** createTopic without blocking the event loop, so several JVMs can start at once. */
+export function createTopicAsync(name, partitions = 1) {
+  return new Promise((resolve, reject) => {
+    execFile(kafkaScript, ['topics', '--create', '--topic', name, '--partitions', String(partitions),
+      '--replication-factor', '1'], (err, stdout, stderr) => {
+      if (err) reject(new Error(`creating topic ${name} failed: ${stderr || err.message}`));
+      else resolve();
+    });
+  });
+}
+
+/** A group's committed offsets, from Kafka's own kafka-consumer-groups tool: { 'topic/partition': offset }. */
+export function groupOffsets(group) {
+  const out = execFileSync(kafkaScript, ['groups', '--describe', '--group', group], { stdio: 'pipe' }).toString();
+  const offsets = {};
+  for (const line of out.split('\n')) {
+    const cols = line.trim().split(/\s+/);
+    // GROUP TOPIC PARTITION CURRENT-OFFSET LOG-END-OFFSET LAG ...
+    if (cols[0] === group && /^\d+$/.test(cols[2] ?? '') && /^\d+$/.test(cols[3] ?? '')) {
+      offsets[`${cols[1]}/${cols[2]}`] = Number(cols[3]);
+    }
+  }
+  return offsets;
 }
 
 /** Produces lines with Kafka's console producer. */
