@@ -62,6 +62,17 @@ pub enum ServerError {
     Kafka(#[from] kafka::KafkaAdapterError),
     #[error("{0}")]
     Tls(#[from] transport::tls::TlsError),
+    #[error("{0}")]
+    Access(#[from] access::authn::AccessError),
+}
+
+/// TLS for the listener, with client certificates when `tlsClientCa` is set.
+fn load_tls(config: &Config) -> Result<Option<transport::tls::Tls>, ServerError> {
+    let Some(files) = &config.tls else {
+        return Ok(None);
+    };
+    let ca = config.security.tls_client_ca.as_deref();
+    Ok(Some(transport::tls::Tls::with_client_ca(files, ca)?))
 }
 
 /// Serves on an already bound listener until `shutdown` fires, then closes every socket with 1001,
@@ -72,12 +83,10 @@ pub async fn run(
     shutdown: Shutdown,
 ) -> Result<(), ServerError> {
     let config = Arc::new(config);
-    // First, so a bad certificate stops startup before any Kafka client exists.
-    let tls = config
-        .tls
-        .as_ref()
-        .map(transport::tls::Tls::new)
-        .transpose()?;
+    // First, so a bad certificate or credential file stops startup before any Kafka client
+    // exists.
+    let tls = load_tls(&config)?;
+    let auth = access::authn::Authenticator::from_config(&config)?;
     let kafka = Arc::new(kafka::Kafka::new(config.clone())?);
     let metrics = Arc::new(metrics::Metrics::default());
     let (token, drained) = shutdown::tracker();
@@ -87,7 +96,9 @@ pub async fn run(
         metrics.clone(),
         shutdown.clone(),
         token,
+        auth.clone(),
     );
+    auth.start(&shutdown);
     tokio::spawn(release_memory_after_sessions_leave(
         metrics.clone(),
         shutdown.clone(),
@@ -197,11 +208,11 @@ impl KafkaProxy {
 
     /// Binds `config.listen` and serves until SIGINT or SIGTERM.
     pub async fn listen(self) -> Result<(), ServerError> {
-        if let Some(files) = &self.config.tls {
-            // A bad certificate is reported before the port is bound and "listening" is logged;
-            // `run` loads the files again (cheap) for the embedders that call it directly.
-            transport::tls::Tls::new(files)?;
-        }
+        // A bad certificate or credential file is reported before the port is bound and
+        // "listening" is logged; `run` loads the files again (cheap) for the embedders that call
+        // it directly.
+        load_tls(&self.config)?;
+        access::authn::Authenticator::from_config(&self.config)?;
         let addr = self.config.listen;
         let listener = bind(addr).map_err(|source| ServerError::Bind { addr, source })?;
         tracing::info!(%addr, kafka = %self.config.kafka, "kafka-proxy listening");

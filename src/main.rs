@@ -39,7 +39,9 @@ async fn main() -> anyhow::Result<()> {
         tracing::error!(error = %e, "kafka-proxy stopped");
         if matches!(
             e,
-            kafka_proxy::ServerError::Bind { .. } | kafka_proxy::ServerError::Tls(_)
+            kafka_proxy::ServerError::Bind { .. }
+                | kafka_proxy::ServerError::Tls(_)
+                | kafka_proxy::ServerError::Access(_)
         ) {
             std::process::exit(EXIT_CONFIG);
         }

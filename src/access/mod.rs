@@ -1,10 +1,15 @@
-//! Access: who a request is (`authn`), whether it may do what it asks (`authz`), and whether the
-//! proxy takes it at all (`admission`). Pure decisions; the HTTP gate (`http::gate`) calls them
-//! in order.
+//! Access: who a request is (`authn`, with its credential sources `users`, `tokens`, `jwt` and
+//! `jwks`, and `fetch` for the JWKS URL), whether it may do what it asks (`authz`), and whether
+//! the proxy takes it at all (`admission`). The HTTP gate (`http::gate`) calls them in order.
 
 pub mod admission;
 pub mod authn;
 pub mod authz;
+pub mod fetch;
+pub mod jwks;
+pub mod jwt;
+pub mod tokens;
+pub mod users;
 
 use std::fmt;
 

@@ -21,6 +21,7 @@ pub const EXIT_CONFIG: i32 = 64;
 
 pub mod defaults;
 pub mod security;
+pub mod watch;
 
 #[derive(Debug, thiserror::Error)]
 pub enum ConfigError {
@@ -481,6 +482,12 @@ impl Config {
                 ))
             }
         };
+        if security.tls_client_ca.is_some() && tls.is_none() {
+            return Err(bad(
+                "tlsClientCa",
+                "needs tlsCert and tlsKey: client certificates are asked for in the TLS handshake",
+            ));
+        }
         for key in kafka_properties.keys() {
             if PROXY_OWNED_PROPERTIES.contains(&key.as_str()) {
                 return Err(bad(

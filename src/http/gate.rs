@@ -7,10 +7,12 @@ use std::collections::HashMap;
 use axum::extract::ws::rejection::WebSocketUpgradeRejection;
 use axum::extract::ws::WebSocketUpgrade;
 use axum::extract::RawQuery;
-use axum::http::{header, HeaderMap};
+use axum::http::header;
+use axum::http::request::Parts;
 
 use super::{AppState, HttpError};
 use crate::access::admission::Permit;
+use crate::access::authn::Credential;
 use crate::access::{Action, Principal, Resource};
 use crate::protocol::{parse_query, ProtocolError};
 
@@ -19,6 +21,23 @@ pub type Ws = Result<WebSocketUpgrade, WebSocketUpgradeRejection>;
 /// The raw query string; the gate decodes it (`protocol::parse_query`) so that a parameter
 /// given twice is refused rather than silently reduced to one, as `Query<HashMap>` would.
 pub type Params = RawQuery;
+
+/// The subject CN of the connection's verified client certificate (mTLS), put on each of its
+/// requests by the connection's service (`http::serve`).
+#[derive(Debug, Clone)]
+pub struct PeerCert(pub std::sync::Arc<str>);
+
+/// The credential a request presents: its `Authorization` header, else its verified client
+/// certificate. A request with both is judged by the header.
+pub fn credential(req: &Parts) -> Credential<'_> {
+    if let Some(h) = req.headers.get(header::AUTHORIZATION) {
+        return Credential::Authorization(h.as_bytes());
+    }
+    match req.extensions.get::<PeerCert>() {
+        Some(PeerCert(cn)) => Credential::Certificate(cn),
+        None => Credential::None,
+    }
+}
 
 /// Whether a request takes a session slot (`maxConnections`).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -55,9 +74,9 @@ pub fn no_window<R>(_: &R) -> usize {
 impl AppState {
     /// Admission, authentication, parsing and authorization, in that order. A refusal is counted
     /// and answered with its documented status.
-    pub fn gate<R, P, W, V>(
+    pub async fn gate<R, P, W, V>(
         &self,
-        headers: &HeaderMap,
+        req: &Parts,
         q: Params,
         endpoint: Endpoint<P, W, V>,
     ) -> Result<Admitted<R>, HttpError>
@@ -66,14 +85,12 @@ impl AppState {
         W: FnOnce(&R) -> Vec<(Action, Resource)>,
         V: FnOnce(&R) -> usize,
     {
-        let passed = (|| {
+        let passed = async {
             let mut permit = match endpoint.slot {
                 Slot::Session => Some(self.admission.admit()?),
                 Slot::None => None,
             };
-            let principal = self
-                .auth
-                .check(headers.get(header::AUTHORIZATION).map(|v| v.as_bytes()))?;
+            let principal = self.auth.check(credential(req)).await?;
             let params = parse_query(q.0.as_deref().unwrap_or(""))?;
             let req = (endpoint.parse)(&params)?;
             self.policy
@@ -86,7 +103,8 @@ impl AppState {
                 principal,
                 permit,
             })
-        })();
+        }
+        .await;
         passed.map_err(|e: ProtocolError| {
             self.metrics.reject();
             HttpError(e)
@@ -95,9 +113,9 @@ impl AppState {
 
     /// The whole gate of a WebSocket endpoint: `gate`, then a real upgrade request. `hint` shows
     /// how to connect when the request is not one.
-    pub fn ws_gate<R, P, W, V>(
+    pub async fn ws_gate<R, P, W, V>(
         &self,
-        headers: &HeaderMap,
+        req: &Parts,
         q: Params,
         ws: Ws,
         hint: &str,
@@ -108,7 +126,7 @@ impl AppState {
         W: FnOnce(&R) -> Vec<(Action, Resource)>,
         V: FnOnce(&R) -> usize,
     {
-        let admitted = self.gate(headers, q, endpoint)?;
+        let admitted = self.gate(req, q, endpoint).await?;
         let ws = ws.map_err(|e| {
             self.metrics.reject();
             HttpError(ProtocolError::bad_request(format!(

@@ -33,6 +33,7 @@ use crate::protocol::{ErrorCode, ProtocolError};
 use crate::shutdown::{SessionToken, Shutdown};
 use crate::transport::listen::{self, Limits};
 use crate::transport::tls::Tls;
+use crate::transport::ws::Guarded;
 
 /// State every handler shares.
 #[derive(Clone)]
@@ -58,9 +59,10 @@ impl AppState {
         metrics: Arc<Metrics>,
         shutdown: Shutdown,
         token: SessionToken,
+        auth: Authenticator,
     ) -> AppState {
         AppState {
-            auth: Authenticator::new(config.auth.clone()),
+            auth,
             policy: Policy::open(),
             admission: Admission::new(
                 config.max_connections,
@@ -148,7 +150,8 @@ pub struct Opening {
 }
 
 /// Registers the session and runs `serve` on the socket once upgraded. The registry entry, the
-/// session slot and the drain token live exactly as long as `serve`, whatever the endpoint.
+/// session slot and the drain token live exactly as long as `serve`, whatever the endpoint. The
+/// socket ends with 4401 when the principal's credential is revoked (`Authenticator::revocation`).
 pub fn open_session<F, Fut>(
     state: &AppState,
     ws: WebSocketUpgrade,
@@ -156,7 +159,7 @@ pub fn open_session<F, Fut>(
     serve: F,
 ) -> Response
 where
-    F: FnOnce(axum::extract::ws::WebSocket, Arc<crate::metrics::SessionStats>) -> Fut
+    F: FnOnce(Guarded<axum::extract::ws::WebSocket>, Arc<crate::metrics::SessionStats>) -> Fut
         + Send
         + 'static,
     Fut: std::future::Future<Output = ()> + Send + 'static,
@@ -178,8 +181,10 @@ where
         principal: principal.to_string(),
     });
     let token = state.token.clone();
+    // A user or token removed or changed by a reload ends the session with 4401.
+    let revoked = state.auth.revocation(&principal);
     ws.on_upgrade(move |socket| async move {
-        serve(socket, guard.stats.clone()).await;
+        serve(Guarded::new(socket, revoked), guard.stats.clone()).await;
         tracing::debug!(%peer, kind, "session ended");
         drop(guard);
         drop(permit);
@@ -205,13 +210,18 @@ pub async fn serve(
     tls: Option<Tls>,
     shutdown: Shutdown,
 ) -> std::io::Result<()> {
-    let make = move |peer: SocketAddr| {
+    let make = move |peer: SocketAddr, cert: Option<String>| {
         let router = app.clone();
+        let cert = cert.map(|cn| gate::PeerCert(Arc::from(cn)));
         hyper::service::service_fn(
             move |mut req: axum::extract::Request<hyper::body::Incoming>| {
-                // Handlers read the peer address as axum's `ConnectInfo`.
+                // Handlers read the peer address as axum's `ConnectInfo`, and the gate its
+                // verified client certificate's name.
                 req.extensions_mut()
                     .insert(axum::extract::ConnectInfo(peer));
+                if let Some(cert) = &cert {
+                    req.extensions_mut().insert(cert.clone());
+                }
                 let mut router = router.clone();
                 async move { tower_service::Service::call(&mut router, req).await }
             },

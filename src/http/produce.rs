@@ -7,7 +7,8 @@ use std::sync::atomic::Ordering::Relaxed;
 use axum::body::Bytes;
 use axum::extract::rejection::{BytesRejection, PathRejection};
 use axum::extract::{ConnectInfo, Path, State};
-use axum::http::{header, HeaderMap, StatusCode};
+use axum::http::request::Parts;
+use axum::http::{header, StatusCode};
 use axum::response::{IntoResponse, Response};
 
 use super::gate::{Admitted, Endpoint, Params, Slot, Ws};
@@ -28,7 +29,7 @@ fn wants(req: &ProduceRequest) -> Vec<(Action, Resource)> {
 pub async fn ws_produce(
     State(state): State<AppState>,
     ConnectInfo(peer): ConnectInfo<SocketAddr>,
-    headers: HeaderMap,
+    parts: Parts,
     q: Params,
     ws: Ws,
 ) -> Result<Response, HttpError> {
@@ -39,7 +40,7 @@ pub async fn ws_produce(
         // Unanswered records stay within the larger of the window and one frame's records.
         window: |r: &ProduceRequest| r.window.max(wire::MAX_FRAME_RECORDS),
     };
-    let (admitted, ws) = state.ws_gate(&headers, q, ws, HINT, endpoint)?;
+    let (admitted, ws) = state.ws_gate(&parts, q, ws, HINT, endpoint).await?;
     let Admitted {
         req,
         principal,
@@ -64,7 +65,7 @@ pub async fn ws_produce(
 pub async fn http_produce(
     State(state): State<AppState>,
     path: Result<Path<String>, PathRejection>,
-    headers: HeaderMap,
+    parts: Parts,
     q: Params,
     body: Result<Bytes, BytesRejection>,
 ) -> Result<Response, HttpError> {
@@ -85,7 +86,7 @@ pub async fn http_produce(
         req,
         permit: _permit,
         ..
-    } = state.gate(&headers, q, endpoint)?;
+    } = state.gate(&parts, q, endpoint).await?;
     let _token = state.token.clone();
     let body = body.map_err(|e| {
         state.metrics.reject();
@@ -102,7 +103,8 @@ pub async fn http_produce(
         })
     })?;
     let partitions = check_target(&state.kafka, &req).await?;
-    let raw = headers
+    let raw = parts
+        .headers
         .get(header::CONTENT_TYPE)
         .and_then(|v| v.to_str().ok())
         .map(|ct| {

@@ -65,10 +65,14 @@ impl End {
     }
 }
 
-/// Maps a failed read to how the socket ends, by the error's type (tungstenite's), not its text.
+/// Maps a failed read to how the socket ends, by the error's type (tungstenite's, or a
+/// [`Guarded`] socket's end), not its text.
 pub fn read_end(e: &axum::Error, max_frame_bytes: usize) -> End {
     use std::error::Error as _;
     use tungstenite::Error as W;
+    if let Some(Ended(e)) = e.source().and_then(|s| s.downcast_ref::<Ended>()) {
+        return End::Error(e.clone());
+    }
     match e.source().and_then(|s| s.downcast_ref::<W>()) {
         Some(w @ W::Capacity(_)) => End::Error(ProtocolError::new(
             ErrorCode::TooLarge,
@@ -79,6 +83,61 @@ pub fn read_end(e: &axum::Error, max_frame_bytes: usize) -> End {
             End::Violation(1002, "WebSocket protocol error".into())
         }
         _ => End::ClientGone,
+    }
+}
+
+/// Why a [`Guarded`] socket ended, carried as its read error.
+#[derive(Debug, thiserror::Error)]
+#[error("{0}")]
+struct Ended(ProtocolError);
+
+/// What ends a guarded socket: resolves with the error the session closes with.
+pub type Guard = Pin<Box<dyn Future<Output = ProtocolError> + Send>>;
+
+/// A socket whose session ends when its guard resolves (a revoked credential): its next read
+/// is that error, so every session, whatever its use case, closes with the error's frame and
+/// close code (4401 for `unauthorized`). Sessions that are not reading (backpressure) see it
+/// when they read again.
+pub struct Guarded<S> {
+    ws: S,
+    guard: Option<Guard>,
+}
+
+impl<S> Guarded<S> {
+    pub fn new(ws: S, guard: Option<Guard>) -> Self {
+        Guarded { ws, guard }
+    }
+}
+
+impl<S: Socket> Stream for Guarded<S> {
+    type Item = Result<Message, axum::Error>;
+
+    fn poll_next(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Option<Self::Item>> {
+        let this = self.get_mut();
+        if let Some(guard) = &mut this.guard {
+            if let Poll::Ready(e) = guard.as_mut().poll(cx) {
+                this.guard = None;
+                return Poll::Ready(Some(Err(axum::Error::new(Ended(e)))));
+            }
+        }
+        Pin::new(&mut this.ws).poll_next(cx)
+    }
+}
+
+impl<S: Socket> Sink<Message> for Guarded<S> {
+    type Error = axum::Error;
+
+    fn poll_ready(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Result<(), Self::Error>> {
+        Pin::new(&mut self.get_mut().ws).poll_ready(cx)
+    }
+    fn start_send(self: Pin<&mut Self>, item: Message) -> Result<(), Self::Error> {
+        Pin::new(&mut self.get_mut().ws).start_send(item)
+    }
+    fn poll_flush(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Result<(), Self::Error>> {
+        Pin::new(&mut self.get_mut().ws).poll_flush(cx)
+    }
+    fn poll_close(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Result<(), Self::Error>> {
+        Pin::new(&mut self.get_mut().ws).poll_close(cx)
     }
 }
 
@@ -485,6 +544,60 @@ mod tests {
         // An error that is not tungstenite's (the connection itself) ends quietly.
         let io = axum::Error::new(std::io::Error::other("reset"));
         assert!(matches!(read_end(&io, 4), End::ClientGone));
+    }
+
+    #[tokio::test]
+    async fn a_guarded_socket_ends_with_its_guards_error() {
+        use futures::StreamExt;
+        // A socket that never yields a frame: only the guard can end it.
+        struct Idle;
+        impl Stream for Idle {
+            type Item = Result<Message, axum::Error>;
+            fn poll_next(self: Pin<&mut Self>, _: &mut Context<'_>) -> Poll<Option<Self::Item>> {
+                Poll::Pending
+            }
+        }
+        impl Sink<Message> for Idle {
+            type Error = axum::Error;
+            fn poll_ready(
+                self: Pin<&mut Self>,
+                _: &mut Context<'_>,
+            ) -> Poll<Result<(), Self::Error>> {
+                Poll::Ready(Ok(()))
+            }
+            fn start_send(self: Pin<&mut Self>, _: Message) -> Result<(), Self::Error> {
+                Ok(())
+            }
+            fn poll_flush(
+                self: Pin<&mut Self>,
+                _: &mut Context<'_>,
+            ) -> Poll<Result<(), Self::Error>> {
+                Poll::Ready(Ok(()))
+            }
+            fn poll_close(
+                self: Pin<&mut Self>,
+                _: &mut Context<'_>,
+            ) -> Poll<Result<(), Self::Error>> {
+                Poll::Ready(Ok(()))
+            }
+        }
+        let (tx, rx) = tokio::sync::oneshot::channel::<()>();
+        let guard: Guard = Box::pin(async move {
+            let _ = rx.await;
+            ProtocolError::new(ErrorCode::Unauthorized, "credential revoked")
+        });
+        let mut g = Guarded::new(Idle, Some(guard));
+        let quiet = tokio::time::timeout(Duration::from_millis(50), g.next()).await;
+        assert!(quiet.is_err(), "no frame and no end before the guard fires");
+        tx.send(()).unwrap();
+        let e = g.next().await.unwrap().unwrap_err();
+        match read_end(&e, 1024) {
+            End::Error(e) => {
+                assert_eq!(e.code.close_code(), 4401);
+                assert_eq!(e.close_reason(), "unauthorized: credential revoked");
+            }
+            other => panic!("{other:?}"),
+        }
     }
 
     #[test]
