@@ -158,12 +158,13 @@ async fn produce(proxy: &Proxy, topic: &str, auth: Option<&str>) -> (u16, String
 
 /// A `/v1/consume` upgrade: 101 and the socket, or the refusal's status.
 async fn consume(proxy: &Proxy, topic: &str, auth: Option<&str>) -> (u16, Option<common::Ws>) {
-    let mut req = proxy
-        .url(&format!(
-            "/v1/consume?topic={topic}&partition=0&from=latest"
-        ))
-        .into_client_request()
-        .unwrap();
+    let path = format!("/v1/consume?topic={topic}&partition=0&from=latest");
+    upgrade(proxy, &path, auth).await
+}
+
+/// A WebSocket upgrade of `path`: 101 and the socket, or the refusal's status.
+async fn upgrade(proxy: &Proxy, path: &str, auth: Option<&str>) -> (u16, Option<common::Ws>) {
+    let mut req = proxy.url(path).into_client_request().unwrap();
     if let Some(a) = auth {
         req.headers_mut()
             .insert("authorization", a.parse().unwrap());
@@ -580,6 +581,16 @@ async fn removing_a_user_closes_its_sockets_with_4401() {
     let (s, bob_ws) = consume(&proxy, &t, Some(&basic("bob:bob-pw"))).await;
     assert_eq!(s, 101);
     let (mut alice_ws, mut bob_ws) = (alice_ws.unwrap(), bob_ws.unwrap());
+    // alice also produces and tails: every kind of socket ends the same way.
+    let mut alice_more = Vec::new();
+    for path in [
+        format!("/v1/produce?topic={t}"),
+        format!("/v1/tail?topic={t}"),
+    ] {
+        let (s, ws) = upgrade(&proxy, &path, Some(&basic("alice:alice-pw"))).await;
+        assert_eq!(s, 101, "{path}");
+        alice_more.push(ws.unwrap());
+    }
     let open = principals(&proxy).await;
     assert!(
         open.contains(&"user:alice".into()) && open.contains(&"user:bob".into()),
@@ -599,6 +610,13 @@ async fn removing_a_user_closes_its_sockets_with_4401() {
         "took {:?}",
         started.elapsed()
     );
+    for mut ws in alice_more {
+        let (code, reason) = expect_close(&mut ws, Duration::from_secs(10)).await;
+        assert_eq!(
+            (code, reason.as_str()),
+            (4401, "unauthorized: credential revoked")
+        );
+    }
     // bob's socket is untouched.
     let quiet = tokio::time::timeout(Duration::from_secs(1), async {
         loop {
