@@ -914,3 +914,168 @@ fn a_malformed_users_file_stops_startup_naming_the_line() {
     let salt = hash.split('$').nth(4).unwrap();
     assert!(!err.contains(salt), "the error shows part of a hash: {err}");
 }
+
+/// Serves `body` over TLS (the server certificate of `pki`) to every connection.
+async fn https_jwks_server(pki: &Pki, body: String) -> u16 {
+    use rustls_pki_types::pem::PemObject;
+    use rustls_pki_types::{CertificateDer, PrivateKeyDer};
+    let chain = vec![CertificateDer::from_pem_file(pki.dir.path("server.pem")).unwrap()];
+    let key = PrivateKeyDer::from_pem_file(pki.dir.path("server.key")).unwrap();
+    let provider = Arc::new(tokio_rustls::rustls::crypto::ring::default_provider());
+    let config = tokio_rustls::rustls::ServerConfig::builder_with_provider(provider)
+        .with_safe_default_protocol_versions()
+        .unwrap()
+        .with_no_client_auth()
+        .with_single_cert(chain, key)
+        .unwrap();
+    let acceptor = tokio_rustls::TlsAcceptor::from(Arc::new(config));
+    let l = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let port = l.local_addr().unwrap().port();
+    tokio::spawn(async move {
+        while let Ok((tcp, _)) = l.accept().await {
+            let (acceptor, body) = (acceptor.clone(), body.clone());
+            tokio::spawn(async move {
+                let Ok(mut s) = acceptor.accept(tcp).await else {
+                    return;
+                };
+                let mut head = Vec::new();
+                let mut buf = [0u8; 1024];
+                while !head.windows(4).any(|w| w == b"\r\n\r\n") && head.len() < 16 * 1024 {
+                    match s.read(&mut buf).await {
+                        Ok(0) | Err(_) => return,
+                        Ok(n) => head.extend_from_slice(&buf[..n]),
+                    }
+                }
+                let answer = format!(
+                    "HTTP/1.1 200 OK\r\ncontent-length: {}\r\nconnection: close\r\n\r\n{body}",
+                    body.len()
+                );
+                let _ = s.write_all(answer.as_bytes()).await;
+                let _ = s.shutdown().await;
+            });
+        }
+    });
+    port
+}
+
+/// The proxy binary with the system's CA file replaced by the test's (`SSL_CERT_FILE`), so its
+/// JWKS client trusts the test's https server; and a SIGHUP that reloads a users file whose
+/// change the file check cannot see.
+#[tokio::test]
+async fn jwks_over_https_and_a_sighup_reload_in_the_binary() {
+    let pki = Pki::new();
+    let t = topic("ident-https", 1).await;
+    let (key, jwk) = keypair(&pki.dir.0, Algorithm::EdDSA, "ed-https");
+    let port = https_jwks_server(&pki, jwks(&[&jwk])).await;
+    let bob = format!("bob:{}", bcrypt::hash("bob-pw", 4).unwrap());
+    let users = pki.dir.put("users", &format!("{bob}\n"));
+    let http_port = {
+        let l = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        l.local_addr().unwrap().port()
+    };
+    let log = pki.dir.path("proxy.log");
+    let mut child = Command::new(env!("CARGO_BIN_EXE_kafka-proxy"))
+        .args(["--host", "127.0.0.1", "--ws-port", &http_port.to_string()])
+        .args(["--kafka", &common::bootstrap()])
+        .args(["--jwt-jwks-url", &format!("https://localhost:{port}/jwks")])
+        .args(["--jwt-issuer", ISSUER, "--jwt-audience", AUDIENCE])
+        .arg("--users-file")
+        .arg(&users)
+        .env("SSL_CERT_FILE", pki.dir.path("server-ca.pem"))
+        .env("KAFKA_PROXY_LOG", "info")
+        .stdin(std::process::Stdio::null())
+        .stderr(std::fs::File::create(&log).unwrap())
+        .spawn()
+        .unwrap();
+    struct Kill(std::process::Child);
+    impl Drop for Kill {
+        fn drop(&mut self) {
+            let _ = self.0.kill();
+            let _ = self.0.wait();
+        }
+    }
+    let pid = child.id();
+    let addr: std::net::SocketAddr = ([127, 0, 0, 1], http_port).into();
+    let post = |auth: String| {
+        let t = t.clone();
+        async move {
+            let headers = [
+                ("Content-Type", "text/plain"),
+                ("Authorization", auth.as_str()),
+            ];
+            http_request(
+                addr,
+                "POST",
+                &format!("/v1/topics/{t}/records"),
+                &headers,
+                b"x",
+            )
+            .await
+        }
+    };
+    let deadline = Instant::now() + Duration::from_secs(20);
+    let token = format!(
+        "Bearer {}",
+        sign(
+            Algorithm::EdDSA,
+            &key,
+            Some("ed-https"),
+            &claims("svc-https")
+        )
+    );
+    loop {
+        if let Some(s) = child.try_wait().unwrap() {
+            panic!(
+                "the proxy exited ({s}): {}",
+                std::fs::read_to_string(&log).unwrap()
+            );
+        }
+        if tokio::net::TcpStream::connect(addr).await.is_ok() {
+            break;
+        }
+        assert!(Instant::now() < deadline, "the proxy did not listen");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    let child = Kill(child);
+    // The JWKS came over https, verified with the CA of SSL_CERT_FILE.
+    let (status, body) = post(token).await;
+    let log_text = || std::fs::read_to_string(&log).unwrap();
+    assert_eq!(status, 200, "{body}\n{}", log_text());
+    assert_eq!(post(basic("bob:bob-pw")).await.0, 200);
+
+    // Rename bob to bo2 in place: same size, same inode, modification time put back, so the
+    // file check sees no change; SIGHUP reloads it anyway.
+    let before = std::fs::metadata(&users).unwrap().modified().unwrap();
+    std::fs::write(&users, format!("bo2{}\n", &bob[3..])).unwrap();
+    std::fs::File::options()
+        .write(true)
+        .open(&users)
+        .unwrap()
+        .set_modified(before)
+        .unwrap();
+    tokio::time::sleep(Duration::from_secs(3)).await;
+    assert_eq!(
+        post(basic("bob:bob-pw")).await.0,
+        200,
+        "reloaded without a SIGHUP"
+    );
+    let st = Command::new("kill")
+        .args(["-HUP", &pid.to_string()])
+        .status()
+        .unwrap();
+    assert!(st.success());
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while post(basic("bob:bob-pw")).await.0 != 401 {
+        assert!(
+            Instant::now() < deadline,
+            "SIGHUP did not reload: {}",
+            log_text()
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    assert_eq!(post(basic("bo2:bob-pw")).await.0, 200);
+    assert!(log_text().contains("users file reloaded"), "{}", log_text());
+    // Nothing secret in the log.
+    assert!(!log_text().contains("bob-pw") && !log_text().contains(&bob[4..]));
+    drop(child);
+}

@@ -644,6 +644,30 @@ mod tests {
     }
 
     #[test]
+    fn a_client_ca_needs_tls() {
+        let e = load(&["--tls-client-ca", "/ca.pem"], &[])
+            .unwrap_err()
+            .to_string();
+        assert!(
+            e.starts_with("bad value for tlsClientCa: needs tlsCert"),
+            "{e}"
+        );
+        let c = load(
+            &[
+                "--tls-client-ca",
+                "/ca.pem",
+                "--tls-cert",
+                "/c",
+                "--tls-key",
+                "/k",
+            ],
+            &[],
+        )
+        .unwrap();
+        assert_eq!(c.security.tls_client_ca, Some(PathBuf::from("/ca.pem")));
+    }
+
+    #[test]
     fn tls_cert_and_key_come_together() {
         let e = load(&["--tls-cert", "/c.pem"], &[])
             .unwrap_err()
