@@ -7,9 +7,10 @@
 //! 1. [`protocol`], [`config`], [`shutdown`], [`metrics`]: the wire contract (parameters,
 //!    frames, error and close codes; pure), startup options with their one source of defaults,
 //!    the stop signal, and counters with the session registry.
-//! 2. [`access`]: `authn` (credentials to a principal), `authz` (principal + action + resource
-//!    to allow or deny), `admission` (the session cap, the unacknowledged-record budget,
-//!    shutdown).
+//! 2. [`access`]: `authn` (credentials to a principal: the shared password, the users and
+//!    tokens files, JWTs with their keys (`jwt`, `jwks`, `fetch`), client certificates),
+//!    `authz` (principal + action + resource to allow or deny), `admission` (the session cap,
+//!    the unacknowledged-record budget, shutdown).
 //! 3. [`kafka`]: the only module that uses librdkafka: shared clients and metadata look-ups
 //!    (`metadata`), session consumers with their rebalance events and batch fetch queue
 //!    (`consumer`; the queue's `unsafe` code is `crates/rdkafka-batch`), the shared producer
