@@ -194,6 +194,16 @@ impl Authenticator {
     /// JWT key files (on change and SIGHUP) and the JWKS URL's fetches.
     pub fn start(&self, shutdown: &Shutdown) {
         let i = &self.inner;
+        if self.enabled() {
+            tracing::info!(
+                password = i.password.is_some(),
+                users = i.users.as_ref().map(|s| s.get().len()),
+                tokens = i.tokens.as_ref().map(|s| s.get().len()),
+                jwt = i.jwt.is_some(),
+                client_certificates = i.certificates,
+                "authentication required"
+            );
+        }
         if let Some(s) = &i.users {
             let a = self.clone();
             tokio::spawn(reload_on_change(
