@@ -7,10 +7,11 @@
 //! 1. [`protocol`], [`config`], [`shutdown`], [`metrics`]: the wire contract (parameters,
 //!    frames, error and close codes; pure), startup options with their one source of defaults,
 //!    the stop signal, and counters with the session registry.
-//! 2. [`access`]: `authn` (credentials to a principal), `authz` (principal + action + resource
-//!    to allow or deny, by the `[[acl]]` rules and `pattern`s), `admission` (the session cap, the
-//!    unacknowledged-record budget, shutdown), `quota` (sessions per principal, produce rates,
-//!    failed authentications per address).
+//! 2. [`access`]: `authn` (credentials to a principal: the shared password, the users and
+//!    tokens files, JWTs with their keys (`jwt`, `jwks`, `fetch`), client certificates, tickets),
+//!    `authz` (principal + action + resource to allow or deny, by the `[[acl]]` rules and
+//!    `pattern`s), `admission` (the session cap, the unacknowledged-record budget, shutdown),
+//!    `quota` (sessions per principal, produce rates, failed authentications per address).
 //! 3. [`kafka`]: the only module that uses librdkafka: shared clients and metadata look-ups
 //!    (`metadata`), session consumers with their rebalance events and batch fetch queue
 //!    (`consumer`; the queue's `unsafe` code is `crates/rdkafka-batch`), the shared producer
@@ -65,6 +66,17 @@ pub enum ServerError {
     Tls(#[from] transport::tls::TlsError),
     #[error("{0}")]
     Config(#[from] config::ConfigError),
+    #[error("{0}")]
+    Access(#[from] access::authn::AccessError),
+}
+
+/// TLS for the listener, with client certificates when `tlsClientCa` is set.
+fn load_tls(config: &Config) -> Result<Option<transport::tls::Tls>, ServerError> {
+    let Some(files) = &config.tls else {
+        return Ok(None);
+    };
+    let ca = config.security.tls_client_ca.as_deref();
+    Ok(Some(transport::tls::Tls::with_client_ca(files, ca)?))
 }
 
 /// Serves on an already bound listener until `shutdown` fires, then closes every socket with 1001,
@@ -80,12 +92,10 @@ pub async fn run(
             tracing::warn!("{warning}");
         }
     }
-    // First, so a bad certificate stops startup before any Kafka client exists.
-    let tls = config
-        .tls
-        .as_ref()
-        .map(transport::tls::Tls::new)
-        .transpose()?;
+    // First, so a bad certificate or credential file stops startup before any Kafka client
+    // exists.
+    let tls = load_tls(&config)?;
+    let auth = access::authn::Authenticator::from_config(&config)?;
     let ticket_key = match &config.security.ticket_key_file {
         Some(path) => Some(config::security::read_secret_file("ticketKeyFile", path)?),
         None => None,
@@ -99,8 +109,10 @@ pub async fn run(
         metrics.clone(),
         shutdown.clone(),
         token,
+        auth.clone(),
         ticket_key,
     );
+    auth.start(&shutdown);
     tokio::spawn(release_memory_after_sessions_leave(
         metrics.clone(),
         shutdown.clone(),
@@ -210,11 +222,11 @@ impl KafkaProxy {
 
     /// Binds `config.listen` and serves until SIGINT or SIGTERM.
     pub async fn listen(self) -> Result<(), ServerError> {
-        if let Some(files) = &self.config.tls {
-            // A bad certificate is reported before the port is bound and "listening" is logged;
-            // `run` loads the files again (cheap) for the embedders that call it directly.
-            transport::tls::Tls::new(files)?;
-        }
+        // A bad certificate or credential file is reported before the port is bound and
+        // "listening" is logged; `run` loads the files again (cheap) for the embedders that call
+        // it directly.
+        load_tls(&self.config)?;
+        access::authn::Authenticator::from_config(&self.config)?;
         let addr = self.config.listen;
         let listener = bind(addr).map_err(|source| ServerError::Bind { addr, source })?;
         tracing::info!(%addr, kafka = %self.config.kafka, "kafka-proxy listening");

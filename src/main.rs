@@ -42,6 +42,7 @@ async fn main() -> anyhow::Result<()> {
             kafka_proxy::ServerError::Bind { .. }
                 | kafka_proxy::ServerError::Tls(_)
                 | kafka_proxy::ServerError::Config(_)
+                | kafka_proxy::ServerError::Access(_)
                 | kafka_proxy::ServerError::Kafka(kafka_proxy::kafka::KafkaAdapterError::Config(_))
         ) {
             std::process::exit(EXIT_CONFIG);

@@ -1,14 +1,20 @@
-//! Access: who a request is (`authn`), whether it may do what it asks (`authz`, with the
-//! name patterns of `pattern`), whether the proxy takes it at all (`admission`) and the
-//! per-principal and per-address limits (`quota`). Pure decisions; the HTTP gate (`http::gate`)
-//! calls them in order.
+//! Access: who a request is (`authn`, with its credential sources `users`, `tokens`, `jwt` and
+//! `jwks`, `fetch` for the JWKS URL, and `tickets`), whether it may do what it asks (`authz`, with
+//! the name patterns of `pattern`), whether the proxy takes it at all (`admission`) and the
+//! per-principal and per-address limits (`quota`). The HTTP gate (`http::gate`) calls them in
+//! order.
 
 pub mod admission;
 pub mod authn;
 pub mod authz;
+pub mod fetch;
+pub mod jwks;
+pub mod jwt;
 pub mod pattern;
 pub mod quota;
 pub mod tickets;
+pub mod tokens;
+pub mod users;
 
 use std::fmt;
 

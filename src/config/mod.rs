@@ -21,6 +21,7 @@ pub const EXIT_CONFIG: i32 = 64;
 
 pub mod defaults;
 pub mod security;
+pub mod watch;
 
 #[derive(Debug, thiserror::Error)]
 pub enum ConfigError {
@@ -481,6 +482,12 @@ impl Config {
                 ))
             }
         };
+        if security.tls_client_ca.is_some() && tls.is_none() {
+            return Err(bad(
+                "tlsClientCa",
+                "needs tlsCert and tlsKey: client certificates are asked for in the TLS handshake",
+            ));
+        }
         for key in kafka_properties.keys() {
             if PROXY_OWNED_PROPERTIES.contains(&key.as_str()) {
                 return Err(bad(
@@ -634,6 +641,30 @@ mod tests {
         assert!(e.to_string().contains("group.id"), "{e}");
         let e = load(&["--partition=-1"], &[]).unwrap_err();
         assert!(e.to_string().contains("partition"), "{e}");
+    }
+
+    #[test]
+    fn a_client_ca_needs_tls() {
+        let e = load(&["--tls-client-ca", "/ca.pem"], &[])
+            .unwrap_err()
+            .to_string();
+        assert!(
+            e.starts_with("bad value for tlsClientCa: needs tlsCert"),
+            "{e}"
+        );
+        let c = load(
+            &[
+                "--tls-client-ca",
+                "/ca.pem",
+                "--tls-cert",
+                "/c",
+                "--tls-key",
+                "/k",
+            ],
+            &[],
+        )
+        .unwrap();
+        assert_eq!(c.security.tls_client_ca, Some(PathBuf::from("/ca.pem")));
     }
 
     #[test]

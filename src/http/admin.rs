@@ -1,10 +1,8 @@
 //! The admin API: `/admin/sessions` (open sessions and who holds them) and `/admin/tail`
 //! (live-tail readers and their sockets). Both need the admin action.
 
-use std::net::SocketAddr;
-
-use axum::extract::{ConnectInfo, State};
-use axum::http::HeaderMap;
+use axum::extract::State;
+use axum::http::request::Parts;
 use axum::response::{IntoResponse, Response};
 
 use super::gate::{no_window, Endpoint, Params, Slot};
@@ -12,34 +10,29 @@ use super::{AppState, HttpError};
 use crate::access::{Action, Resource};
 
 /// The gate of an admin read: no session slot, the admin action on the proxy.
-fn admit(
-    state: &AppState,
-    peer: SocketAddr,
-    headers: &HeaderMap,
-    q: Params,
-) -> Result<(), HttpError> {
-    state.gate(
-        peer,
-        headers,
-        q,
-        Endpoint {
-            slot: Slot::None,
-            parse: |_: &_| Ok(()),
-            wants: |_: &()| vec![(Action::Admin, Resource::Proxy)],
-            window: no_window,
-        },
-    )?;
+async fn admit(state: &AppState, parts: &Parts, q: Params) -> Result<(), HttpError> {
+    state
+        .gate(
+            parts,
+            q,
+            Endpoint {
+                slot: Slot::None,
+                parse: |_: &_| Ok(()),
+                wants: |_: &()| vec![(Action::Admin, Resource::Proxy)],
+                window: no_window,
+            },
+        )
+        .await?;
     Ok(())
 }
 
 /// `GET /admin/sessions`.
 pub async fn sessions(
     State(state): State<AppState>,
-    ConnectInfo(peer): ConnectInfo<SocketAddr>,
-    headers: HeaderMap,
+    parts: Parts,
     q: Params,
 ) -> Result<Response, HttpError> {
-    admit(&state, peer, &headers, q)?;
+    admit(&state, &parts, q).await?;
     let body = serde_json::json!({ "sessions": state.metrics.sessions() });
     Ok(axum::Json(body).into_response())
 }
@@ -47,11 +40,10 @@ pub async fn sessions(
 /// `GET /admin/tail`: running readers and their socket counts.
 pub async fn tail(
     State(state): State<AppState>,
-    ConnectInfo(peer): ConnectInfo<SocketAddr>,
-    headers: HeaderMap,
+    parts: Parts,
     q: Params,
 ) -> Result<Response, HttpError> {
-    admit(&state, peer, &headers, q)?;
+    admit(&state, &parts, q).await?;
     let body = serde_json::json!({ "readers": state.tail.report() });
     Ok(axum::Json(body).into_response())
 }

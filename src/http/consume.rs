@@ -3,7 +3,7 @@
 use std::net::SocketAddr;
 
 use axum::extract::{ConnectInfo, State};
-use axum::http::HeaderMap;
+use axum::http::request::Parts;
 use axum::response::Response;
 
 use super::gate::{consume_wants, Admitted, Endpoint, Params, Slot, Ws};
@@ -29,7 +29,7 @@ fn wants(req: &ConsumeRequest) -> Vec<(crate::access::Action, crate::access::Res
 pub async fn seed(
     State(state): State<AppState>,
     ConnectInfo(peer): ConnectInfo<SocketAddr>,
-    headers: HeaderMap,
+    parts: Parts,
     q: Params,
     ws: Ws,
 ) -> Result<Response, HttpError> {
@@ -40,7 +40,7 @@ pub async fn seed(
         wants,
         window,
     };
-    let (admitted, ws) = state.ws_gate(peer, &headers, q, ws, HINT, endpoint)?;
+    let (admitted, ws) = state.ws_gate(&parts, q, ws, HINT, endpoint).await?;
     Ok(upgrade(state, peer, admitted, ws, "seed"))
 }
 
@@ -48,7 +48,7 @@ pub async fn seed(
 pub async fn v1(
     State(state): State<AppState>,
     ConnectInfo(peer): ConnectInfo<SocketAddr>,
-    headers: HeaderMap,
+    parts: Parts,
     q: Params,
     ws: Ws,
 ) -> Result<Response, HttpError> {
@@ -58,7 +58,7 @@ pub async fn v1(
         wants,
         window,
     };
-    let (admitted, ws) = state.ws_gate(peer, &headers, q, ws, HINT, endpoint)?;
+    let (admitted, ws) = state.ws_gate(&parts, q, ws, HINT, endpoint).await?;
     Ok(upgrade(state, peer, admitted, ws, "consume"))
 }
 

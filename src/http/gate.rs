@@ -8,12 +8,13 @@ use std::sync::atomic::Ordering::Relaxed;
 
 use axum::extract::ws::rejection::WebSocketUpgradeRejection;
 use axum::extract::ws::WebSocketUpgrade;
-use axum::extract::FromRequestParts;
+use axum::extract::{ConnectInfo, FromRequestParts};
 use axum::http::request::Parts;
 use axum::http::{header, HeaderMap};
 
 use super::{AppState, HttpError};
 use crate::access::admission::Permit;
+use crate::access::authn::Credential;
 use crate::access::{Action, Principal, Resource};
 use crate::protocol::{parse_query, ErrorCode, ProtocolError};
 
@@ -70,6 +71,27 @@ fn subprotocol_bearer(headers: &HeaderMap) -> Option<String> {
         .map(str::to_string)
 }
 
+/// The subject CN of the connection's verified client certificate (mTLS), put on each of its
+/// requests by the connection's service (`http::serve`).
+#[derive(Debug, Clone)]
+pub struct PeerCert(pub std::sync::Arc<str>);
+
+/// The credential a request presents (a ticket aside): its `Authorization` header, else a bearer
+/// token offered as a WebSocket subprotocol, else its verified client certificate. A request with
+/// a header and a certificate is judged by the header.
+pub fn credential<'a>(req: &'a Parts, subprotocol_bearer: Option<&'a str>) -> Credential<'a> {
+    if let Some(h) = req.headers.get(header::AUTHORIZATION) {
+        return Credential::Authorization(h.as_bytes());
+    }
+    if let Some(token) = subprotocol_bearer {
+        return Credential::Bearer(token);
+    }
+    match req.extensions.get::<PeerCert>() {
+        Some(PeerCert(cn)) => Credential::Certificate(cn),
+        None => Credential::None,
+    }
+}
+
 /// Whether a request takes a session slot (`maxConnections`).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Slot {
@@ -107,13 +129,12 @@ pub fn no_window<R>(_: &R) -> usize {
 
 impl AppState {
     /// Admission, authentication, parsing and authorization, in that order. A refusal is counted
-    /// and answered with its documented status. `peer` is the client's address: one that failed
-    /// authentication too often is refused before its credentials are even looked at, so a
-    /// guessing loop learns nothing more.
-    pub fn gate<R, P, W, V>(
+    /// and answered with its documented status. A client address that failed authentication too
+    /// often is refused before its credentials are even looked at, so a guessing loop learns
+    /// nothing more.
+    pub async fn gate<R, P, W, V>(
         &self,
-        peer: SocketAddr,
-        headers: &HeaderMap,
+        req: &Parts,
         q: Params,
         endpoint: Endpoint<P, W, V>,
     ) -> Result<Admitted<R>, HttpError>
@@ -122,22 +143,28 @@ impl AppState {
         W: FnOnce(&R) -> Vec<(Action, Resource)>,
         V: FnOnce(&R) -> usize,
     {
-        let passed = (|| -> Result<Admitted<R>, HttpError> {
+        let peer = req
+            .extensions
+            .get::<ConnectInfo<SocketAddr>>()
+            .map(|c| c.0.ip())
+            .unwrap_or(std::net::Ipv4Addr::UNSPECIFIED.into());
+        let passed = async {
             let mut permit = match endpoint.slot {
                 Slot::Session => Some(self.admission.admit()?),
                 Slot::None => None,
             };
-            self.quotas.auth_allowed(peer.ip())?;
+            self.quotas.auth_allowed(peer)?;
             // A malformed query is reported after authentication, in the gate's order.
             let parsed = parse_query(q.query.as_deref().unwrap_or(""));
             let ticket = parsed.as_ref().ok().and_then(|p| p.get(TICKET_PARAM));
+            let bearer = subprotocol_bearer(&req.headers);
             let principal = match ticket {
                 Some(t) => self.tickets.redeem(t, &q.path),
-                None => self.authenticate(headers),
+                None => self.auth.check(credential(req, bearer.as_deref())).await,
             }
             .inspect_err(|e| {
                 if e.code == ErrorCode::Unauthorized {
-                    self.quotas.auth_failed(peer.ip());
+                    self.quotas.auth_failed(peer);
                 }
             })?;
             if let Some(p) = &mut permit {
@@ -154,33 +181,21 @@ impl AppState {
             if let Some(p) = &mut permit {
                 self.admission.reserve(p, (endpoint.window)(&req))?;
             }
-            Ok(Admitted {
+            Ok::<_, HttpError>(Admitted {
                 req,
                 principal,
                 permit,
             })
-        })();
+        }
+        .await;
         passed.inspect_err(|_| self.metrics.reject())
-    }
-
-    /// The principal of a request's credential: the `Authorization` header, else a bearer token
-    /// offered as a WebSocket subprotocol.
-    fn authenticate(&self, headers: &HeaderMap) -> Result<Principal, ProtocolError> {
-        if let Some(h) = headers.get(header::AUTHORIZATION) {
-            return self.auth.check(Some(h.as_bytes()));
-        }
-        match subprotocol_bearer(headers) {
-            Some(token) => self.auth.check(Some(format!("Bearer {token}").as_bytes())),
-            None => self.auth.check(None),
-        }
     }
 
     /// The whole gate of a WebSocket endpoint: `gate`, then a real upgrade request. `hint` shows
     /// how to connect when the request is not one.
-    pub fn ws_gate<R, P, W, V>(
+    pub async fn ws_gate<R, P, W, V>(
         &self,
-        peer: SocketAddr,
-        headers: &HeaderMap,
+        req: &Parts,
         q: Params,
         ws: Ws,
         hint: &str,
@@ -191,7 +206,7 @@ impl AppState {
         W: FnOnce(&R) -> Vec<(Action, Resource)>,
         V: FnOnce(&R) -> usize,
     {
-        let admitted = self.gate(peer, headers, q, endpoint)?;
+        let admitted = self.gate(req, q, endpoint).await?;
         let ws = ws.map_err(|e| {
             self.metrics.reject();
             HttpError::from(ProtocolError::bad_request(format!(

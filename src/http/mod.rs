@@ -8,6 +8,7 @@ pub mod admin;
 pub mod browser;
 pub mod consume;
 pub mod gate;
+pub mod lease;
 pub mod ops;
 pub mod produce;
 pub mod tail;
@@ -37,6 +38,7 @@ use crate::protocol::{ErrorCode, ProtocolError};
 use crate::shutdown::{SessionToken, Shutdown};
 use crate::transport::listen::{self, Limits};
 use crate::transport::tls::Tls;
+use crate::transport::ws::Guarded;
 
 /// State every handler shares.
 #[derive(Clone)]
@@ -68,9 +70,9 @@ impl AppState {
         metrics: Arc<Metrics>,
         shutdown: Shutdown,
         token: SessionToken,
+        auth: Authenticator,
         ticket_key: Option<String>,
     ) -> AppState {
-        let auth = Authenticator::new(config.auth.clone());
         AppState {
             tickets: Arc::new(Tickets::new(
                 ticket_key.as_deref(),
@@ -192,7 +194,8 @@ pub struct Opening {
 }
 
 /// Registers the session and runs `serve` on the socket once upgraded. The registry entry, the
-/// session slot and the drain token live exactly as long as `serve`, whatever the endpoint.
+/// session slot and the drain token live exactly as long as `serve`, whatever the endpoint. The
+/// socket ends with 4401 when the principal's credential lapses or is revoked (`lease`).
 pub fn open_session<F, Fut>(
     state: &AppState,
     ws: WebSocketUpgrade,
@@ -200,7 +203,7 @@ pub fn open_session<F, Fut>(
     serve: F,
 ) -> Response
 where
-    F: FnOnce(axum::extract::ws::WebSocket, Arc<crate::metrics::SessionStats>) -> Fut
+    F: FnOnce(Guarded<axum::extract::ws::WebSocket>, Arc<crate::metrics::SessionStats>) -> Fut
         + Send
         + 'static,
     Fut: std::future::Future<Output = ()> + Send + 'static,
@@ -222,8 +225,11 @@ where
         principal: principal.to_string(),
     });
     let token = state.token.clone();
+    // A credential that lapses (a JWT) or that a reload removes or changes ends the session with
+    // 4401, unless the client renews it in-band.
+    let lease = lease::AuthLease::for_session(&state.auth, &principal);
     ws.on_upgrade(move |socket| async move {
-        serve(socket, guard.stats.clone()).await;
+        serve(Guarded::new(socket, lease), guard.stats.clone()).await;
         tracing::debug!(%peer, kind, "session ended");
         drop(guard);
         drop(permit);
@@ -249,13 +255,18 @@ pub async fn serve(
     tls: Option<Tls>,
     shutdown: Shutdown,
 ) -> std::io::Result<()> {
-    let make = move |peer: SocketAddr| {
+    let make = move |peer: SocketAddr, cert: Option<String>| {
         let router = app.clone();
+        let cert = cert.map(|cn| gate::PeerCert(Arc::from(cn)));
         hyper::service::service_fn(
             move |mut req: axum::extract::Request<hyper::body::Incoming>| {
-                // Handlers read the peer address as axum's `ConnectInfo`.
+                // Handlers read the peer address as axum's `ConnectInfo`, and the gate its
+                // verified client certificate's name.
                 req.extensions_mut()
                     .insert(axum::extract::ConnectInfo(peer));
+                if let Some(cert) = &cert {
+                    req.extensions_mut().insert(cert.clone());
+                }
                 let mut router = router.clone();
                 async move { tower_service::Service::call(&mut router, req).await }
             },

@@ -27,22 +27,23 @@ pub async fn readyz(State(state): State<AppState>) -> Response {
 /// `GET /metrics`; with `metricsAuth`, only for an authenticated principal.
 pub async fn metrics(
     State(state): State<AppState>,
-    axum::extract::ConnectInfo(peer): axum::extract::ConnectInfo<std::net::SocketAddr>,
-    headers: axum::http::HeaderMap,
+    parts: axum::http::request::Parts,
     q: super::gate::Params,
 ) -> Response {
     if state.config.security.metrics_auth {
-        if let Err(e) = state.gate(
-            peer,
-            &headers,
-            q,
-            super::gate::Endpoint {
-                slot: super::gate::Slot::None,
-                parse: |_: &_| Ok(()),
-                wants: |_: &()| Vec::new(),
-                window: super::gate::no_window,
-            },
-        ) {
+        if let Err(e) = state
+            .gate(
+                &parts,
+                q,
+                super::gate::Endpoint {
+                    slot: super::gate::Slot::None,
+                    parse: |_: &_| Ok(()),
+                    wants: |_: &()| Vec::new(),
+                    window: super::gate::no_window,
+                },
+            )
+            .await
+        {
             return e.into_response();
         }
     }

@@ -7,7 +7,8 @@ use std::sync::atomic::Ordering::Relaxed;
 use axum::body::Bytes;
 use axum::extract::rejection::{BytesRejection, PathRejection};
 use axum::extract::{ConnectInfo, Path, State};
-use axum::http::{header, HeaderMap, StatusCode};
+use axum::http::request::Parts;
+use axum::http::{header, StatusCode};
 use axum::response::{IntoResponse, Response};
 
 use super::gate::{Admitted, Endpoint, Params, Slot, Ws};
@@ -28,7 +29,7 @@ fn wants(req: &ProduceRequest) -> Vec<(Action, Resource)> {
 pub async fn ws_produce(
     State(state): State<AppState>,
     ConnectInfo(peer): ConnectInfo<SocketAddr>,
-    headers: HeaderMap,
+    parts: Parts,
     q: Params,
     ws: Ws,
 ) -> Result<Response, HttpError> {
@@ -39,7 +40,7 @@ pub async fn ws_produce(
         // Unanswered records stay within the larger of the window and one frame's records.
         window: |r: &ProduceRequest| r.window.max(wire::MAX_FRAME_RECORDS),
     };
-    let (admitted, ws) = state.ws_gate(peer, &headers, q, ws, HINT, endpoint)?;
+    let (admitted, ws) = state.ws_gate(&parts, q, ws, HINT, endpoint).await?;
     let Admitted {
         req,
         principal,
@@ -66,9 +67,8 @@ pub async fn ws_produce(
 /// `POST /v1/topics/{topic}/records`: one record or a batch, answered when Kafka stored them.
 pub async fn http_produce(
     State(state): State<AppState>,
-    ConnectInfo(peer): ConnectInfo<SocketAddr>,
     path: Result<Path<String>, PathRejection>,
-    headers: HeaderMap,
+    parts: Parts,
     q: Params,
     body: Result<Bytes, BytesRejection>,
 ) -> Result<Response, HttpError> {
@@ -89,7 +89,8 @@ pub async fn http_produce(
         req,
         principal,
         permit: _permit,
-    } = state.gate(peer, &headers, q, endpoint)?;
+        ..
+    } = state.gate(&parts, q, endpoint).await?;
     let _token = state.token.clone();
     // Over the principal's produce rate: 429 with the seconds until it may produce again.
     let rate = state.quotas.produce_rate(&principal);
@@ -114,7 +115,8 @@ pub async fn http_produce(
         })
     })?;
     let partitions = check_target(&state.kafka, &req).await?;
-    let raw = headers
+    let raw = parts
+        .headers
         .get(header::CONTENT_TYPE)
         .and_then(|v| v.to_str().ok())
         .map(|ct| {

@@ -4,7 +4,7 @@ use std::net::SocketAddr;
 
 use axum::extract::ws::WebSocketUpgrade;
 use axum::extract::{ConnectInfo, State};
-use axum::http::HeaderMap;
+use axum::http::request::Parts;
 use axum::response::Response;
 
 use super::gate::{no_window, Admitted, Endpoint, Params, Slot, Ws};
@@ -22,7 +22,7 @@ const HINT: &str = "wscat --connect \"ws://HOST:PORT/v1/tail?topic=T\"";
 pub async fn v1_tail(
     State(state): State<AppState>,
     ConnectInfo(peer): ConnectInfo<SocketAddr>,
-    headers: HeaderMap,
+    parts: Parts,
     q: Params,
     ws: Ws,
 ) -> Result<Response, HttpError> {
@@ -32,7 +32,7 @@ pub async fn v1_tail(
         wants: |(topic, _): &(String, _)| vec![(Action::Tail, Resource::Topic(topic.clone()))],
         window: no_window,
     };
-    let (admitted, ws) = state.ws_gate(peer, &headers, q, ws, HINT, endpoint)?;
+    let (admitted, ws) = state.ws_gate(&parts, q, ws, HINT, endpoint).await?;
     let Admitted {
         req: (topic, enc),
         principal,

@@ -3,10 +3,9 @@
 
 use axum::body::Bytes;
 use axum::extract::rejection::BytesRejection;
-use std::net::SocketAddr;
-
-use axum::extract::{ConnectInfo, State};
-use axum::http::{header, HeaderMap, StatusCode};
+use axum::extract::State;
+use axum::http::request::Parts;
+use axum::http::{header, StatusCode};
 use axum::response::{IntoResponse, Response};
 use serde::Deserialize;
 
@@ -44,12 +43,12 @@ fn parse(body: &[u8]) -> Result<String, ProtocolError> {
 /// cross-origin call a preflighted CORS request that only allowed origins pass.
 pub async fn issue(
     State(state): State<AppState>,
-    ConnectInfo(peer): ConnectInfo<SocketAddr>,
-    headers: HeaderMap,
+    parts: Parts,
     q: Params,
     body: Result<Bytes, BytesRejection>,
 ) -> Result<Response, HttpError> {
-    let json = headers
+    let json = parts
+        .headers
         .get(header::CONTENT_TYPE)
         .and_then(|v| v.to_str().ok())
         .is_some_and(|v| v.trim_start().starts_with("application/json"));
@@ -63,18 +62,19 @@ pub async fn issue(
         state.metrics.reject();
         HttpError::from(e)
     })?;
-    let admitted = state.gate(
-        peer,
-        &headers,
-        q,
-        Endpoint {
-            slot: Slot::None,
-            parse: |_: &_| Ok(()),
-            // What the ticket's socket asks for is authorized when it opens.
-            wants: |_: &()| Vec::new(),
-            window: no_window,
-        },
-    )?;
+    let admitted = state
+        .gate(
+            &parts,
+            q,
+            Endpoint {
+                slot: Slot::None,
+                parse: |_: &_| Ok(()),
+                // What the ticket's socket asks for is authorized when it opens.
+                wants: |_: &()| Vec::new(),
+                window: no_window,
+            },
+        )
+        .await?;
     let issued = state.tickets.issue(&admitted.principal, &path)?;
     Ok((StatusCode::CREATED, axum::Json(issued)).into_response())
 }

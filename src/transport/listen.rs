@@ -187,7 +187,8 @@ async fn refuse(tcp: TcpStream, e: ProtocolError, tls: Option<Tls>) {
 
 /// Accepts sockets until `shutdown` fires and serves HTTP/1.1 (with upgrades) on each through
 /// the service `make` builds for its peer, over TLS when `tls` is given (and then reloads its
-/// certificate while serving). Returns once shutdown fired and every connection still speaking
+/// certificate while serving). `make` gets the peer's address and, with mTLS, the subject CN of
+/// its verified client certificate (`tls::peer_name`), once the handshake is done. Returns once shutdown fired and every connection still speaking
 /// HTTP has finished (upgraded sockets are their sessions' to close).
 pub async fn serve<M, S, B>(
     listener: TcpListener,
@@ -197,7 +198,7 @@ pub async fn serve<M, S, B>(
     mut shutdown: Shutdown,
 ) -> io::Result<()>
 where
-    M: Fn(SocketAddr) -> S,
+    M: Fn(SocketAddr, Option<String>) -> S + Send + Sync + 'static,
     S: hyper::service::Service<Request<Incoming>, Response = hyper::Response<B>> + Send + 'static,
     S::Future: Send + 'static,
     S::Error: Into<Box<dyn std::error::Error + Send + Sync>>,
@@ -205,6 +206,7 @@ where
     B::Data: Send,
     B::Error: Into<Box<dyn std::error::Error + Send + Sync>>,
 {
+    let make = Arc::new(make);
     let open = Arc::new(AtomicUsize::new(0));
     // Connections still speaking HTTP, for the drain at shutdown.
     let (alive, mut drained) = tokio::sync::mpsc::channel::<()>(1);
@@ -256,7 +258,7 @@ where
             tcp,
             open: open.clone(),
         };
-        let service = make(peer);
+        let make = make.clone();
         let builder = builder.clone();
         let mut stop = shutdown.clone();
         let alive = alive.clone();
@@ -264,14 +266,17 @@ where
         tokio::spawn(async move {
             let _alive = alive;
             let Some(tls) = tls else {
-                return serve_http(&builder, counted, service, stop).await;
+                return serve_http(&builder, counted, make(peer, None), stop).await;
             };
             let handshake = tokio::select! {
                 h = tokio::time::timeout(HANDSHAKE_TIMEOUT, tls.acceptor().accept(counted)) => h,
                 _ = stop.wait() => return,
             };
             match handshake {
-                Ok(Ok(stream)) => serve_http(&builder, stream, service, stop).await,
+                Ok(Ok(stream)) => {
+                    let name = super::tls::peer_name(stream.get_ref().1);
+                    serve_http(&builder, stream, make(peer, name), stop).await
+                }
                 // Scanners, plain-HTTP clients and clients that distrust the certificate.
                 Ok(Err(e)) => tracing::debug!(%peer, error = %e, "TLS handshake failed"),
                 Err(_) => tracing::debug!(%peer, "TLS handshake timed out"),

@@ -1,5 +1,6 @@
 //! TLS in process (rustls, ring): loads the PEM certificate and key, reloads them when the files
 //! change or on SIGHUP, and hands the accept loop an acceptor that always serves the latest pair.
+//! With a client CA (mTLS), verifies client certificates and names the client by its subject CN.
 //!
 //! A reload swaps the certificate that new handshakes get; sockets already open keep the session
 //! they negotiated. A reload that fails (a half-written file, a key that does not match) keeps the
@@ -8,16 +9,18 @@
 use std::io;
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, RwLock};
-use std::time::{Duration, SystemTime};
+use std::time::Duration;
 
 use rustls_pki_types::pem::PemObject;
 use rustls_pki_types::{CertificateDer, PrivateKeyDer};
 use tokio_rustls::rustls::crypto::{ring, CryptoProvider};
+use tokio_rustls::rustls::server::{danger::ClientCertVerifier, WebPkiClientVerifier};
 use tokio_rustls::rustls::server::{ClientHello, ResolvesServerCert};
 use tokio_rustls::rustls::sign::CertifiedKey;
-use tokio_rustls::rustls::ServerConfig;
+use tokio_rustls::rustls::{RootCertStore, ServerConfig, ServerConnection};
 use tokio_rustls::TlsAcceptor;
 
+use crate::config::watch::{self, Watcher};
 use crate::config::TlsFiles;
 use crate::shutdown::Shutdown;
 
@@ -26,7 +29,7 @@ use crate::shutdown::Shutdown;
 pub const HANDSHAKE_TIMEOUT: Duration = super::listen::HEADER_READ_TIMEOUT;
 
 /// How often the certificate and key files are checked for a change.
-pub const RELOAD_POLL: Duration = Duration::from_secs(2);
+pub const RELOAD_POLL: Duration = watch::POLL;
 
 /// The only application protocol offered: the accept loop speaks HTTP/1.1 (with upgrades).
 const ALPN_HTTP1: &[u8] = b"http/1.1";
@@ -120,28 +123,6 @@ impl ResolvesServerCert for Current {
     }
 }
 
-/// What identifies a file's version: a rewrite, a rename over it or a symlink swap (Kubernetes
-/// secrets) changes at least one of these.
-#[derive(Debug, Clone, PartialEq, Eq)]
-struct Stamp {
-    modified: Option<SystemTime>,
-    len: u64,
-    inode: u64,
-}
-
-fn stamp(path: &Path) -> Option<Stamp> {
-    let m = std::fs::metadata(path).ok()?;
-    #[cfg(unix)]
-    let inode = std::os::unix::fs::MetadataExt::ino(&m);
-    #[cfg(not(unix))]
-    let inode = 0;
-    Some(Stamp {
-        modified: m.modified().ok(),
-        len: m.len(),
-        inode,
-    })
-}
-
 /// TLS for the listener: the acceptor and what reloads its certificate.
 #[derive(Clone)]
 pub struct Tls {
@@ -154,17 +135,28 @@ pub struct Tls {
 impl Tls {
     /// Loads the certificate and key; any problem is a startup error.
     pub fn new(files: &TlsFiles) -> Result<Tls, TlsError> {
+        Tls::with_client_ca(files, None)
+    }
+
+    /// As [`Tls::new`], and with `client_ca` asks clients for a certificate (mTLS): one that
+    /// chains to a CA of that PEM bundle is verified, and its subject CN names the client
+    /// ([`peer_name`]). A client without a certificate is still let in (it may authenticate
+    /// otherwise); one with a certificate that does not verify fails the handshake.
+    pub fn with_client_ca(files: &TlsFiles, client_ca: Option<&Path>) -> Result<Tls, TlsError> {
         let provider = provider();
         let current = Arc::new(Current(RwLock::new(Arc::new(load(files, &provider)?))));
-        let mut config = ServerConfig::builder_with_provider(provider.clone())
+        let builder = ServerConfig::builder_with_provider(provider.clone())
             .with_safe_default_protocol_versions()
             .map_err(|e| TlsError::Pair {
                 cert: files.cert.clone(),
                 key: files.key.clone(),
                 message: e.to_string(),
-            })?
-            .with_no_client_auth()
-            .with_cert_resolver(current.clone());
+            })?;
+        let builder = match client_ca {
+            Some(ca) => builder.with_client_cert_verifier(client_verifier(ca, &provider)?),
+            None => builder.with_no_client_auth(),
+        };
+        let mut config = builder.with_cert_resolver(current.clone());
         // No h2: the accept loop serves HTTP/1.1 only. A client offering only h2 fails the
         // handshake (no_application_protocol) instead of speaking a protocol we would not parse.
         config.alpn_protocols = vec![ALPN_HTTP1.to_vec()];
@@ -196,60 +188,57 @@ impl Tls {
     }
 
     /// Reloads when either file changes (checked every [`RELOAD_POLL`]) and on SIGHUP, until
-    /// `shutdown`. SIGHUP is taken over only here, with TLS on; otherwise it keeps its default.
+    /// `shutdown`.
     pub async fn watch(self, mut shutdown: Shutdown) {
-        let stamps = |t: &Tls| (stamp(&t.files.cert), stamp(&t.files.key));
-        let mut seen = stamps(&self);
-        let mut hup = hangup();
-        let mut tick = tokio::time::interval(RELOAD_POLL);
-        tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        let mut files = Watcher::new(vec![self.files.cert.clone(), self.files.key.clone()]);
         loop {
             let why = tokio::select! {
                 _ = shutdown.wait() => return,
-                _ = tick.tick() => "file changed",
-                _ = next_hangup(&mut hup) => "SIGHUP",
+                why = files.next() => why,
             };
-            let now = stamps(&self);
-            if why == "SIGHUP" || now != seen {
-                // Remember the stamps even when the reload fails: a bad file is reported once,
-                // and the next change (the rest of a deploy) triggers the next try.
-                seen = now;
-                let _ = self.reload(why);
-            }
+            let _ = self.reload(why.as_str());
         }
     }
 }
 
-#[cfg(unix)]
-type Hangup = Option<tokio::signal::unix::Signal>;
-#[cfg(not(unix))]
-type Hangup = ();
-
-#[cfg(unix)]
-fn hangup() -> Hangup {
-    use tokio::signal::unix::{signal, SignalKind};
-    match signal(SignalKind::hangup()) {
-        Ok(s) => Some(s),
-        Err(e) => {
-            tracing::warn!(error = %e, "cannot listen for SIGHUP; TLS reloads on file change only");
-            None
-        }
+/// The verifier of client certificates: chains to a CA of the bundle at `ca`, or no certificate.
+fn client_verifier(
+    ca: &Path,
+    provider: &Arc<CryptoProvider>,
+) -> Result<Arc<dyn ClientCertVerifier>, TlsError> {
+    const WHAT: &str = "client CA";
+    let certs = CertificateDer::pem_file_iter(ca)
+        .map_err(|e| pem_error(WHAT, ca, e))?
+        .collect::<Result<Vec<_>, _>>()
+        .map_err(|e| pem_error(WHAT, ca, e))?;
+    let bad = |message: String| TlsError::Pem {
+        what: WHAT,
+        path: ca.to_path_buf(),
+        message,
+    };
+    let mut roots = RootCertStore::empty();
+    for cert in certs {
+        roots
+            .add(cert)
+            .map_err(|e| bad(format!("a certificate is not a usable CA: {e}")))?;
     }
+    if roots.is_empty() {
+        return Err(bad("no PEM certificate in the file".into()));
+    }
+    WebPkiClientVerifier::builder_with_provider(Arc::new(roots), provider.clone())
+        .allow_unauthenticated()
+        .build()
+        .map_err(|e| bad(e.to_string()))
 }
 
-#[cfg(not(unix))]
-fn hangup() -> Hangup {}
-
-/// Resolves on the next SIGHUP; never where there is none.
-async fn next_hangup(hup: &mut Hangup) {
-    #[cfg(unix)]
-    if let Some(s) = hup {
-        if s.recv().await.is_some() {
-            return;
-        }
-    }
-    let _ = hup;
-    std::future::pending::<()>().await
+/// The subject CN of the client's verified certificate, if it sent one (mTLS). rustls hands out
+/// peer certificates only once its verifier accepted them, so the name can be trusted. A
+/// certificate without a CN names no one (the client may still authenticate otherwise).
+pub fn peer_name(conn: &ServerConnection) -> Option<String> {
+    let der = conn.peer_certificates()?.first()?;
+    let (_, cert) = x509_parser::parse_x509_certificate(der.as_ref()).ok()?;
+    let cn = cert.subject().iter_common_name().next()?.as_str().ok()?;
+    (!cn.is_empty()).then(|| cn.to_string())
 }
 
 #[cfg(test)]

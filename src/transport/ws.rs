@@ -19,8 +19,6 @@ use bytes::Bytes;
 use futures::{Sink, SinkExt, Stream};
 use tokio::time::{Interval, MissedTickBehavior, Sleep};
 
-use super::lease::{Keeper, Lease};
-use crate::protocol::auth::auth_frame;
 use crate::protocol::{ErrorCode, ProtocolError};
 use crate::shutdown::Shutdown;
 
@@ -67,10 +65,14 @@ impl End {
     }
 }
 
-/// Maps a failed read to how the socket ends, by the error's type (tungstenite's), not its text.
+/// Maps a failed read to how the socket ends, by the error's type (tungstenite's, or a
+/// [`Guarded`] socket's end), not its text.
 pub fn read_end(e: &axum::Error, max_frame_bytes: usize) -> End {
     use std::error::Error as _;
     use tungstenite::Error as W;
+    if let Some(Ended(e)) = e.source().and_then(|s| s.downcast_ref::<Ended>()) {
+        return End::Error(e.clone());
+    }
     match e.source().and_then(|s| s.downcast_ref::<W>()) {
         Some(w @ W::Capacity(_)) => End::Error(ProtocolError::new(
             ErrorCode::TooLarge,
@@ -83,6 +85,13 @@ pub fn read_end(e: &axum::Error, max_frame_bytes: usize) -> End {
         _ => End::ClientGone,
     }
 }
+
+/// Why a [`Guarded`] socket ended, carried as its read error.
+#[derive(Debug, thiserror::Error)]
+#[error("{0}")]
+pub(crate) struct Ended(pub(crate) ProtocolError);
+
+pub use super::lease::Guarded;
 
 /// A socket that took no bytes for this many ping intervals is given up.
 pub fn stall_limit(ping_interval: Duration) -> Duration {
@@ -159,8 +168,6 @@ pub struct Conn<S> {
     stall_limit: Duration,
     shutdown: Pin<Box<dyn Future<Output = ()> + Send>>,
     max_frame_bytes: usize,
-    /// The credential, when it can lapse or be revoked.
-    lease: Option<Keeper>,
 }
 
 impl<S: Socket> Conn<S> {
@@ -197,45 +204,7 @@ impl<S: Socket> Conn<S> {
             stall_limit: stall_limit(ping_interval),
             shutdown: Box::pin(async move { shutdown.wait().await }),
             max_frame_bytes,
-            lease: None,
         }
-    }
-
-    /// Watches the socket's credential: it closes with 4401 when it lapses or is revoked,
-    /// unless the client renews it with an auth frame.
-    pub fn set_lease(&mut self, lease: Box<dyn Lease>) {
-        self.lease = Some(Keeper::new(lease));
-    }
-
-    /// Ready with the end when the credential lapsed, was revoked or a renewal was refused;
-    /// queues the answer to a renewal that went through.
-    pub fn poll_lease(&mut self, cx: &mut Context<'_>) -> Poll<End> {
-        // Until pending, so a renewed deadline's timer is registered.
-        while let Some(Poll::Ready(r)) = self.lease.as_mut().map(|k| k.poll(cx)) {
-            match r {
-                Ok(frame) => self.push_text(frame),
-                Err(e) => return Poll::Ready(End::Error(e)),
-            }
-        }
-        Poll::Pending
-    }
-
-    /// Handles an auth frame (never passed to the owner); `false` for any other frame.
-    fn on_auth_frame(&mut self, text: &str) -> bool {
-        let Some(frame) = auth_frame(text) else {
-            return false;
-        };
-        match (frame, &mut self.lease) {
-            (Ok(token), Some(k)) => k.renew(token),
-            (Ok(_), None) => self.push_text(
-                ProtocolError::bad_request(
-                    "this socket's credential does not expire; auth frames are not needed",
-                )
-                .frame(),
-            ),
-            (Err(e), _) => self.push_text(e.frame()),
-        }
-        true
     }
 
     /// Queues a frame; it is written as the owner polls. Dropped once the socket is gone.
@@ -385,11 +354,7 @@ impl<S: Socket> Conn<S> {
             let msg = ready!(Pin::new(&mut self.ws).poll_next(cx));
             self.seen = true;
             match msg {
-                Some(Ok(Message::Text(t))) => {
-                    if !self.on_auth_frame(t.as_str()) {
-                        return Poll::Ready(Ok(Inbound::Text(t)));
-                    }
-                }
+                Some(Ok(Message::Text(t))) => return Poll::Ready(Ok(Inbound::Text(t))),
                 Some(Ok(Message::Binary(b))) => return Poll::Ready(Ok(Inbound::Binary(b))),
                 Some(Ok(Message::Ping(_))) => {
                     // tungstenite queued the pong; send it now rather than with the next frame.
@@ -421,9 +386,6 @@ impl<S: Socket> Conn<S> {
 
     /// Writes, then reads one frame when `reading`, then checks liveness.
     pub fn poll_io(&mut self, cx: &mut Context<'_>, reading: bool) -> Poll<Io> {
-        if let Poll::Ready(end) = self.poll_lease(cx) {
-            return Poll::Ready(Io::End(end));
-        }
         if let Poll::Ready(Err(end)) = self.poll_write(cx) {
             return Poll::Ready(Io::End(end));
         }
@@ -534,6 +496,68 @@ mod tests {
         // An error that is not tungstenite's (the connection itself) ends quietly.
         let io = axum::Error::new(std::io::Error::other("reset"));
         assert!(matches!(read_end(&io, 4), End::ClientGone));
+    }
+
+    #[tokio::test]
+    async fn a_guarded_socket_ends_with_its_guards_error() {
+        use futures::StreamExt;
+        // A socket that never yields a frame: only the guard can end it.
+        struct Idle;
+        impl Stream for Idle {
+            type Item = Result<Message, axum::Error>;
+            fn poll_next(self: Pin<&mut Self>, _: &mut Context<'_>) -> Poll<Option<Self::Item>> {
+                Poll::Pending
+            }
+        }
+        impl Sink<Message> for Idle {
+            type Error = axum::Error;
+            fn poll_ready(
+                self: Pin<&mut Self>,
+                _: &mut Context<'_>,
+            ) -> Poll<Result<(), Self::Error>> {
+                Poll::Ready(Ok(()))
+            }
+            fn start_send(self: Pin<&mut Self>, _: Message) -> Result<(), Self::Error> {
+                Ok(())
+            }
+            fn poll_flush(
+                self: Pin<&mut Self>,
+                _: &mut Context<'_>,
+            ) -> Poll<Result<(), Self::Error>> {
+                Poll::Ready(Ok(()))
+            }
+            fn poll_close(
+                self: Pin<&mut Self>,
+                _: &mut Context<'_>,
+            ) -> Poll<Result<(), Self::Error>> {
+                Poll::Ready(Ok(()))
+            }
+        }
+        struct Revocable(tokio::sync::oneshot::Receiver<()>);
+        impl crate::transport::lease::Lease for Revocable {
+            fn expires(&self) -> Option<std::time::SystemTime> {
+                None
+            }
+            fn renew(&self, _: String) -> crate::transport::lease::Renewal {
+                Box::pin(async { Ok(None) })
+            }
+            fn poll_revoked(&mut self, cx: &mut Context<'_>) -> Poll<()> {
+                Pin::new(&mut self.0).poll(cx).map(|_| ())
+            }
+        }
+        let (tx, rx) = tokio::sync::oneshot::channel::<()>();
+        let mut g = Guarded::new(Idle, Some(Box::new(Revocable(rx))));
+        let quiet = tokio::time::timeout(Duration::from_millis(50), g.next()).await;
+        assert!(quiet.is_err(), "no frame and no end before the guard fires");
+        tx.send(()).unwrap();
+        let e = g.next().await.unwrap().unwrap_err();
+        match read_end(&e, 1024) {
+            End::Error(e) => {
+                assert_eq!(e.code.close_code(), 4401);
+                assert_eq!(e.close_reason(), "unauthorized: credential revoked");
+            }
+            other => panic!("{other:?}"),
+        }
     }
 
     #[test]

@@ -312,12 +312,6 @@ impl<'a, S: Socket> Session<'a, S> {
         if reading && self.conn.poll_shutdown(cx).is_ready() {
             return Poll::Ready(Wake::Shutdown);
         }
-        // A lapsed credential ends reading; records already read are still answered.
-        if reading {
-            if let Poll::Ready(end) = self.conn.poll_lease(cx) {
-                return Poll::Ready(Wake::ReadEnd(end));
-            }
-        }
         if let Poll::Ready(Err(end)) = self.conn.poll_write(cx) {
             return Poll::Ready(Wake::WriterGone(end));
         }

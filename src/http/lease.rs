@@ -1,0 +1,66 @@
+//! The credential lease of a session's socket (`transport::lease`): when the principal's
+//! credential lapses (a JWT's `exp`), whether a reload revoked it, and how a fresh token sent
+//! in-band renews it. Here because it joins the authenticator (`access`) to the socket
+//! (`transport`).
+
+use std::task::{Context, Poll};
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+use crate::access::authn::{Authenticator, Credential, Revocation};
+use crate::access::Principal;
+use crate::protocol::{ErrorCode, ProtocolError};
+use crate::transport::lease::{Lease, Renewal};
+
+/// A session's lease on its principal's credential.
+pub struct AuthLease {
+    principal: Principal,
+    auth: Authenticator,
+    revoked: Option<Revocation>,
+}
+
+fn at(secs: u64) -> SystemTime {
+    UNIX_EPOCH + Duration::from_secs(secs)
+}
+
+impl AuthLease {
+    /// `None` when the credential neither lapses nor can be revoked (nothing to watch).
+    pub fn for_session(auth: &Authenticator, principal: &Principal) -> Option<Box<dyn Lease>> {
+        let revoked = auth.revocation(principal);
+        if principal.expires.is_none() && revoked.is_none() {
+            return None;
+        }
+        Some(Box::new(AuthLease {
+            principal: principal.clone(),
+            auth: auth.clone(),
+            revoked,
+        }))
+    }
+}
+
+impl Lease for AuthLease {
+    fn expires(&self) -> Option<SystemTime> {
+        self.principal.expires.map(at)
+    }
+
+    fn renew(&self, token: String) -> Renewal {
+        let (auth, current) = (self.auth.clone(), self.principal.clone());
+        Box::pin(async move {
+            let fresh = auth.check(Credential::Bearer(&token)).await?;
+            // A renewal extends this session's credential; it cannot turn it into someone else's.
+            if fresh.kind != current.kind || fresh.name != current.name {
+                return Err(ProtocolError::new(
+                    ErrorCode::Unauthorized,
+                    format!("the new token is for {fresh}, this socket belongs to {current}"),
+                ));
+            }
+            Ok(fresh.expires.map(at))
+        })
+    }
+
+    fn poll_revoked(&mut self, cx: &mut Context<'_>) -> Poll<()> {
+        match &mut self.revoked {
+            Some(r) => r.as_mut().poll(cx).map(|_| ()),
+            None => Poll::Pending,
+        }
+    }
+}
