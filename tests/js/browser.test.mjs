@@ -26,6 +26,7 @@ const CHROMIUM_ARGS = [
 const ARTIFACTS = path.join(repo, 'target', 'browser-artifacts');
 const USER = 'browser';
 const PASSWORD = `pw-${crypto.randomBytes(12).toString('hex')}`;
+const PAGE_TOKEN = 'page-token-' + crypto.randomBytes(12).toString('hex');
 
 /**
  * The page's own code, served as /client.js on both origins: what a web app would do. Runs in the
@@ -209,10 +210,8 @@ function upgradeStatus(url, { origin, protocols, headers } = {}) {
 }
 
 /**
- * THE SUBPROTOCOL SPOT. Opens `/v1/consume` from `page` with `token` offered the documented way,
+ * Opens `/v1/consume` from `page` with `token` offered the documented way,
  * `new WebSocket(url, ["kafka-proxy", "bearer." + token])`, with no ticket and no other credential.
- * Today the only credential is the shared password, so every token is refused; once tokens or JWTs
- * exist, call this with a real one and expect { opened: true, protocol: 'kafka-proxy' }.
  */
 async function openWithBearerSubprotocol(page, proxyWs, token, topic, group) {
   const url = `${proxyWs}/v1/consume?topic=${encodeURIComponent(topic)}&group=${encodeURIComponent(group)}`;
@@ -236,7 +235,11 @@ describe('a real browser (chromium via puppeteer-core)', { timeout: 90000 }, () 
     other = await startSite('other');
     // Topics are made while the proxy starts: each is its own JVM, so in parallel.
     const made = Promise.all(Object.values(topics).map((t) => createTopicAsync(t)));
-    proxy = await startProxy(['--auth', PASSWORD, '--allowed-origins', allowed.origin]);
+    // A static bearer token for the subprotocol test (the tokens file: `name:token`).
+    const tokensFile = path.join(fs.mkdtempSync(path.join(os.tmpdir(), 'kp-browser-')), 'tokens');
+    fs.writeFileSync(tokensFile, `page:${PAGE_TOKEN}\n`);
+    proxy = await startProxy(['--auth', PASSWORD, '--allowed-origins', allowed.origin,
+      '--tokens-file', tokensFile]);
     proxyHttp = `http://127.0.0.1:${proxy.port}`;
     proxyWs = `ws://127.0.0.1:${proxy.port}`;
     await made;
@@ -476,6 +479,11 @@ describe('a real browser (chromium via puppeteer-core)', { timeout: 90000 }, () 
     assert.equal(direct.status, 401);
     assert.equal(JSON.parse(direct.body).error.code, 'unauthorized');
     assert.equal(direct.headers['www-authenticate'], undefined);
+
+    // A real token (the tokens file's) opens the socket, and the proxy answers kafka-proxy.
+    const good = await openWithBearerSubprotocol(page, proxyWs, PAGE_TOKEN, topic, group);
+    assert.equal(good.result.opened, true, JSON.stringify(good.result));
+    assert.equal(good.result.protocol, 'kafka-proxy');
 
     // With a ticket and both values offered, the ticket is the credential and the proxy picks
     // kafka-proxy, never echoing the token.
