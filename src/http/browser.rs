@@ -50,14 +50,13 @@ impl Origins {
     }
 }
 
-/// Whether a request without `Origin` comes from a browser: it sends `Sec-Fetch-Mode` (to https
-/// and loopback addresses), and every browser's `User-Agent` starts with `Mozilla/`.
+/// Whether a request without `Origin` comes from a browser: every browser's `User-Agent` starts
+/// with `Mozilla/`. (`Sec-Fetch-Mode` is no sign: Node's fetch sends it too.)
 fn is_browser(headers: &HeaderMap) -> bool {
-    headers.contains_key("sec-fetch-mode")
-        || headers
-            .get(header::USER_AGENT)
-            .and_then(|v| v.to_str().ok())
-            .is_some_and(|ua| ua.starts_with("Mozilla/"))
+    headers
+        .get(header::USER_AGENT)
+        .and_then(|v| v.to_str().ok())
+        .is_some_and(|ua| ua.starts_with("Mozilla/"))
 }
 
 fn origin_of(headers: &HeaderMap) -> Option<&str> {
@@ -138,8 +137,9 @@ mod tests {
         );
         assert!(is_browser(&h));
         let mut h = HeaderMap::new();
-        h.insert("sec-fetch-mode", HeaderValue::from_static("navigate"));
-        assert!(is_browser(&h));
+        h.insert("sec-fetch-mode", HeaderValue::from_static("cors"));
+        h.insert(header::USER_AGENT, HeaderValue::from_static("node"));
+        assert!(!is_browser(&h), "Node's fetch is not a browser");
     }
 
     #[test]
