@@ -10,6 +10,7 @@ pub mod consume;
 pub mod gate;
 pub mod ops;
 pub mod produce;
+pub mod sse;
 pub mod tail;
 pub mod tickets;
 
@@ -159,6 +160,7 @@ pub fn router(state: AppState) -> Router {
         .route("/", get(consume::seed))
         .route("/v1/consume", get(consume::v1))
         .route("/v1/tail", get(tail::v1_tail))
+        .route("/v1/sse", get(sse::v1_sse))
         .route("/v1/produce", get(produce::ws_produce))
         .route(
             "/v1/topics/{topic}/records",
