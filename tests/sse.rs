@@ -219,13 +219,18 @@ impl Sse {
     }
 }
 
-/// Produces `n` records to each partition, values `p<P>-<seq>`; returns them by partition.
+/// Produces records `from..from + n` to each partition, values `p<P>-<seq>`.
 async fn produce_seq(topic: &str, partitions: i32, from: usize, n: usize) {
+    produce_padded(topic, partitions, from, n, 0).await
+}
+
+/// Like `produce_seq`, each value padded with `.` to at least `size` bytes, all in flight at once.
+async fn produce_padded(topic: &str, partitions: i32, from: usize, n: usize, size: usize) {
     let p = producer();
     let mut futs = Vec::new();
     for part in 0..partitions {
         for seq in from..from + n {
-            let value = format!("p{part}-{seq}");
+            let value = format!("{:.<size$}", format!("p{part}-{seq}"));
             futs.push(
                 p.send_result(
                     FutureRecord::<(), _>::to(topic)
@@ -552,23 +557,7 @@ async fn a_stream_nobody_reads_stays_within_its_buffer_bound_then_delivers_every
     const BOUND: usize = 256 * 1024;
     const N: usize = 12_000;
     let topic = topic("sse-slow", 1).await;
-    let p = producer();
-    let value = vec![b'v'; 1000];
-    let mut futs = Vec::new();
-    for _ in 0..N {
-        futs.push(
-            p.send_result(
-                FutureRecord::<(), _>::to(&topic)
-                    .partition(0)
-                    .payload(&value),
-            )
-            .map_err(|(e, _)| e)
-            .unwrap(),
-        );
-    }
-    for f in futs {
-        f.await.unwrap().map_err(|(e, _)| e).unwrap();
-    }
+    produce_padded(&topic, 1, 0, N, 1000).await;
     let proxy = Proxy::start_with(|c| {
         c.session_buffer_bytes = BOUND;
         c.max_bytes = 16 * 1024;

@@ -405,6 +405,16 @@ mod tests {
     }
 
     #[test]
+    fn fingerprints_match_the_documented_examples() {
+        // docs/PROTOCOL.md, "Server-Sent Events", shows these.
+        assert_eq!(Positions::new(&topics(&["orders"])).prefix, "1.325e96ec.");
+        assert_eq!(
+            Positions::new(&topics(&["orders", "payments"])).prefix,
+            "1.f2196b87."
+        );
+    }
+
+    #[test]
     fn foreign_or_malformed_ids_are_refused() {
         let ts = topics(&["a"]);
         let mut p = Positions::new(&ts);
