@@ -53,12 +53,27 @@ impl Sse {
         path: &str,
         last_id: Option<&str>,
     ) -> Result<Sse, (u16, String)> {
+        Sse::open_with(addr, path, last_id, &[])
+            .await
+            .map(|(s, _)| s)
+    }
+
+    /// `open` with extra request headers; also returns the answer's head (lowercase).
+    async fn open_with(
+        addr: SocketAddr,
+        path: &str,
+        last_id: Option<&str>,
+        headers: &[(&str, &str)],
+    ) -> Result<(Sse, String), (u16, String)> {
         let mut s = TcpStream::connect(addr).await.expect("connect to proxy");
         let mut req = format!(
             "GET {path} HTTP/1.1\r\nHost: {addr}\r\nAccept: text/event-stream\r\nCache-Control: no-cache\r\n"
         );
         if let Some(id) = last_id {
             req.push_str(&format!("Last-Event-ID: {id}\r\n"));
+        }
+        for (k, v) in headers {
+            req.push_str(&format!("{k}: {v}\r\n"));
         }
         req.push_str("\r\n");
         s.write_all(req.as_bytes()).await.unwrap();
@@ -102,13 +117,14 @@ impl Sse {
         assert!(head.contains("content-type: text/event-stream"), "{head}");
         assert!(head.contains("cache-control: no-cache"), "{head}");
         assert!(head.contains("transfer-encoding: chunked"), "{head}");
-        Ok(Sse {
+        let sse = Sse {
             s,
             raw: rest,
             text: Vec::new(),
             ended: false,
             last_id: None,
-        })
+        };
+        Ok((sse, head))
     }
 
     /// Moves whole chunks from `raw` to `text`.
@@ -458,14 +474,13 @@ async fn keep_alive_comments_and_partition_events() {
     let path = format!("/v1/sse?topic={topic}&partition=0&from=latest");
     let mut s = Sse::open(proxy.addr, &path, None).await.expect("stream");
     assert_eq!(s.next(T).await, Some(Ev::Retry(2000)));
-    let started = Instant::now();
-    let mut keep_alives = 0;
+    let mut keep_alives = Vec::new();
     let mut assigned = false;
-    while keep_alives < 2 {
+    while keep_alives.len() < 3 {
         match s.next(Duration::from_secs(5)).await.expect("open") {
             Ev::Comment(c) => {
                 assert_eq!(c, "keep-alive");
-                keep_alives += 1;
+                keep_alives.push(Instant::now());
             }
             Ev::Event { event, id, data } => {
                 assert_eq!(event, "assigned", "{data}");
@@ -478,11 +493,55 @@ async fn keep_alive_comments_and_partition_events() {
         }
     }
     assert!(assigned);
-    let secs = started.elapsed().as_secs_f64();
+    // One per interval (the first may come early: the interval runs from the request).
+    let secs = (keep_alives[2] - keep_alives[0]).as_secs_f64();
     assert!(
         (1.5..4.0).contains(&secs),
-        "two keep-alives at a 1 s interval took {secs:.1} s"
+        "three keep-alives at a 1 s interval spanned {secs:.1} s"
     );
+    proxy.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn browser_origins_are_checked_and_answered_with_cors() {
+    let topic = topic("sse-origin", 1).await;
+    let page = "http://page.example";
+    let proxy = Proxy::start_with(|c| c.security.allowed_origins = vec![page.into()]).await;
+    let path = format!("/v1/sse?topic={topic}&partition=0&from=earliest");
+    let (mut s, head) = Sse::open_with(proxy.addr, &path, None, &[("Origin", page)])
+        .await
+        .expect("an allowed origin streams");
+    assert!(
+        head.contains(&format!("access-control-allow-origin: {page}")),
+        "{head}"
+    );
+    assert_eq!(s.next(T).await, Some(Ev::Retry(2000)));
+    let refused = Sse::open_with(
+        proxy.addr,
+        &path,
+        None,
+        &[("Origin", "http://evil.example")],
+    )
+    .await;
+    match refused {
+        Err((403, body)) => assert!(body.contains("allowedOrigins"), "{body}"),
+        Err(other) => panic!("expected 403, got {other:?}"),
+        Ok(_) => panic!("expected 403, got a stream"),
+    }
+    // A fetch-based polyfill's preflight for its own Last-Event-ID header.
+    let (status, _) = http_request(
+        proxy.addr,
+        "OPTIONS",
+        &path,
+        &[
+            ("Origin", page),
+            ("Access-Control-Request-Method", "GET"),
+            ("Access-Control-Request-Headers", "last-event-id"),
+        ],
+        b"",
+    )
+    .await;
+    assert_eq!(status, 204);
     proxy.stop().await;
 }
 
