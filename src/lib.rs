@@ -29,8 +29,8 @@
 //!    (healthz, readyz, metrics) and `admin`.
 //!
 //! Records flow one way: Kafka -> `kafka::consumer` -> `flow::consume` or `flow::tail` ->
-//! `protocol` encoder -> `transport::ws` (or `transport::sse`) -> client; and socket -> `transport::ws` ->
-//! `protocol::produce` decoder -> `flow::produce` -> `kafka::producer` -> ack.
+//! `protocol` encoder -> `transport::ws` or `transport::sse` -> client; and socket ->
+//! `transport::ws` -> `protocol::produce` decoder -> `flow::produce` -> `kafka::producer` -> ack.
 
 #![forbid(unsafe_code)]
 
