@@ -202,8 +202,11 @@ impl Sse {
 
     /// The next event that is not a comment or retry hint.
     async fn event(&mut self, within: Duration) -> Option<(String, Option<String>, Value)> {
+        // One deadline for the event: keep-alive comments do not extend it.
+        let deadline = Instant::now() + within;
         loop {
-            match self.next(within).await? {
+            let left = deadline.saturating_duration_since(Instant::now());
+            match self.next(left).await? {
                 Ev::Event { event, id, data } => {
                     let v = serde_json::from_str(&data).expect("event data is JSON");
                     return Some((event, id, v));
@@ -345,6 +348,35 @@ async fn partitions_resume_exactly_after_a_drop_by_header_and_by_parameter() {
         .expect("header wins over a bad parameter");
     let idle = tokio::time::timeout(Duration::from_millis(1500), fourth.records(1)).await;
     assert!(idle.is_err(), "resumed at the end: nothing repeated");
+    proxy.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn from_latest_a_silent_partition_resumes_where_the_stream_started() {
+    let topic = topic("sse-latest", 2).await;
+    produce_seq(&topic, 2, 0, 3).await; // before the stream: not sent
+    let proxy = Proxy::start().await;
+    let path = format!("/v1/sse?topic={topic}&partition=0,1&from=latest");
+    let mut first = Sse::open(proxy.addr, &path, None).await.expect("stream");
+    let (event, _, _) = first.event(T).await.expect("assigned");
+    assert_eq!(event, "assigned");
+    // Only partition 0 gets records before the drop.
+    produce(&topic, 0, &[b"p0-3", b"p0-4"]).await;
+    let mut got = first.records(2).await;
+    let id = first.last_id.clone().expect("an id");
+    assert!(
+        id.ends_with(":0=5,1=3"),
+        "partition 1 is named at its start: {id}"
+    );
+    drop(first);
+    // Partition 1's records while the client is away come after that start: none is skipped.
+    produce(&topic, 1, &[b"p1-3", b"p1-4", b"p1-5"]).await;
+    produce(&topic, 0, &[b"p0-5"]).await;
+    let mut second = Sse::open(proxy.addr, &path, Some(&id))
+        .await
+        .expect("resumed");
+    got.extend(second.records(4).await);
+    exactly_once_from(&got, 2, 3, 3);
     proxy.stop().await;
 }
 
