@@ -578,6 +578,61 @@ async fn browser_origins_are_checked_and_answered_with_cors() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn with_auth_a_ticket_opens_one_stream_and_a_resume_takes_a_new_ticket() {
+    let topic = topic("sse-ticket", 1).await;
+    produce_seq(&topic, 1, 0, 4).await;
+    let proxy =
+        Proxy::start_with(|c| c.auth = Some(kafka_proxy::config::Secret::new("s3cret"))).await;
+    let path = format!("/v1/sse?topic={topic}&partition=0&from=earliest");
+    match Sse::open(proxy.addr, &path, None).await {
+        Err((401, body)) => assert!(body.contains("unauthorized"), "{body}"),
+        Err(other) => panic!("expected 401, got {other:?}"),
+        Ok(_) => panic!("expected 401, got a stream"),
+    }
+    let ticket = || async {
+        let (status, body) = http_request(
+            proxy.addr,
+            "POST",
+            "/v1/tickets",
+            &[
+                ("Authorization", "basic s3cret"),
+                ("Content-Type", "application/json"),
+            ],
+            br#"{"path":"/v1/sse"}"#,
+        )
+        .await;
+        assert_eq!(status, 201, "{body}");
+        let v: Value = serde_json::from_str(&body).unwrap();
+        v["ticket"].as_str().unwrap().to_string()
+    };
+    let with_ticket = format!("{path}&ticket={}", urlencode(&ticket().await));
+    let mut s = Sse::open(proxy.addr, &with_ticket, None)
+        .await
+        .expect("a ticket opens a stream");
+    let mut got = s.records(2).await;
+    let id = s.last_id.clone().unwrap();
+    drop(s);
+    // What a browser's own reconnect does: the same URL, the used ticket.
+    match Sse::open(proxy.addr, &with_ticket, Some(&id)).await {
+        Err((401, body)) => assert!(body.contains("already used"), "{body}"),
+        Err(other) => panic!("expected 401, got {other:?}"),
+        Ok(_) => panic!("a ticket opened a second stream"),
+    }
+    // What a page does instead: a new ticket, the position as a parameter.
+    let resumed = format!(
+        "{path}&ticket={}&lastEventId={}",
+        urlencode(&ticket().await),
+        urlencode(&id)
+    );
+    let mut s = Sse::open(proxy.addr, &resumed, None)
+        .await
+        .expect("resumed");
+    got.extend(s.records(2).await);
+    exactly_once(&got, 1, 4);
+    proxy.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn refusals_are_plain_http_errors() {
     let topic = topic("sse-refuse", 2).await;
     produce_seq(&topic, 1, 0, 3).await;
