@@ -15,21 +15,23 @@
 //! 3. [`kafka`]: the only module that uses librdkafka: shared clients and metadata look-ups
 //!    (`metadata`), session consumers with their rebalance events and batch fetch queue
 //!    (`consumer`; the queue's `unsafe` code is `crates/rdkafka-batch`), the shared producer
-//!    with its delivery routing (`producer`), and records as the use cases see them (`record`).
+//!    with its delivery routing (`producer`), records as the use cases see them (`record`), and
+//!    exact starts for resumable event streams (`resume`).
 //! 4. [`transport`]: `listen`, the accept loop with the connection-level limits (header-read
 //!    timeout, socket cap, descriptors in reserve); `tls`, in-process TLS (rustls) with
 //!    certificate reload; `ws`, the one WebSocket driver: queued writes, pings, dead-peer and
-//!    stall detection, typed read errors, every end's close code.
+//!    stall detection, typed read errors, every end's close code; `sse`, the Server-Sent Events
+//!    driver (a response body fed from a queue); both are `Outbound`, what the use cases drive.
 //! 5. [`flow`]: the use cases: `consume` (batching, window, backpressure), `ledger` (the ack
-//!    ledger, pure), `tail` (hub and shared readers), `produce` (answer order and window;
-//!    `produce::socket`, `produce::batch` for HTTP).
+//!    ledger, pure), `tail` (hub and shared readers), `sse` (consume and tail on an event
+//!    stream), `produce` (answer order and window; `produce::socket`, `produce::batch` for HTTP).
 //! 6. [`http`]: the only module that serves HTTP: router, the request gate (`gate`: limit ->
 //!    authenticate -> parse -> authorize -> upgrade), thin handlers per endpoint, `ops`
 //!    (healthz, readyz, metrics) and `admin`.
 //!
 //! Records flow one way: Kafka -> `kafka::consumer` -> `flow::consume` or `flow::tail` ->
-//! `protocol` encoder -> `transport::ws` -> socket; and socket -> `transport::ws` ->
-//! `protocol::produce` decoder -> `flow::produce` -> `kafka::producer` -> ack.
+//! `protocol` encoder -> `transport::ws` or `transport::sse` -> client; and socket ->
+//! `transport::ws` -> `protocol::produce` decoder -> `flow::produce` -> `kafka::producer` -> ack.
 
 #![forbid(unsafe_code)]
 

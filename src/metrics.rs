@@ -348,7 +348,7 @@ impl Metrics {
             out,
             "# HELP kafka_proxy_sessions Open sessions by kind.\n# TYPE kafka_proxy_sessions gauge"
         );
-        for kind in ["seed", "consume", "produce", "tail"] {
+        for kind in ["seed", "consume", "produce", "tail", "sse", "sse-tail"] {
             let n = by_kind.get(kind).copied().unwrap_or(0);
             let _ = writeln!(out, "kafka_proxy_sessions{{kind=\"{kind}\"}} {n}");
         }

@@ -22,7 +22,7 @@ use kafka_proxy::protocol::consume::{
 use kafka_proxy::protocol::produce::{
     self, Answers, Decoded, Decoder, FrameFormat, ProduceRequest, Record,
 };
-use kafka_proxy::protocol::{parse_query, tail, validate_topic, ErrorCode, ProtocolError};
+use kafka_proxy::protocol::{parse_query, sse, tail, validate_topic, ErrorCode, ProtocolError};
 use proptest::collection::{btree_map, btree_set, vec};
 use proptest::option;
 use proptest::prelude::*;
@@ -1878,8 +1878,9 @@ fn id_value() -> impl Strategy<Value = Value> {
 proptest! {
     #![proptest_config(config(512))]
 
-    /// Every record frame, in every format, over batches with one writer, is strict JSON that
-    /// holds exactly the records pushed, in order, with their fields.
+    /// Every record frame, in every format, over batches with one writer, is strict JSON (or,
+    /// for SSE, one event per record whose data is strict JSON) that holds exactly the records
+    /// pushed, in order, with their fields; SSE ids name each record's next offset.
     #[test]
     fn record_frames_are_strict_json_and_say_what_was_pushed(
         batches in vec((any::<u64>(), vec(owned_record(), 1..5)), 1..3),
@@ -1888,9 +1889,19 @@ proptest! {
             Format::V1(Encoding::Text),
             Format::V1(Encoding::Json),
             Format::V1(Encoding::Base64),
+            Format::Sse(Encoding::Text),
+            Format::Sse(Encoding::Json),
+            Format::Sse(Encoding::Base64),
         ]),
     ) {
-        let mut w = BatchWriter::new(format);
+        let topics: Vec<String> =
+            batches.iter().flat_map(|(_, rs)| rs.iter().map(|r| r.topic.clone())).collect();
+        let mut w = match format {
+            Format::Sse(_) => BatchWriter::with_positions(format, sse::Positions::new(&topics)),
+            _ => BatchWriter::new(format),
+        };
+        // Whether every position so far is one an id can carry (offsets and partitions >= 0).
+        let mut ids_valid = true;
         for (batch, records) in &batches {
             for (i, r) in records.iter().enumerate() {
                 let headers: Vec<(&str, Option<&[u8]>)> =
@@ -1910,14 +1921,41 @@ proptest! {
             let frame = w.finish();
             prop_assert!(w.is_empty());
             // `bytes()` (what maxBytes bounds) is the frame but its closing brackets.
-            prop_assert_eq!(frame.len(), before + if format == Format::Seed { 1 } else { 2 });
-            let v = strict(&frame);
+            let closing = match format {
+                Format::Seed => 1,
+                Format::V1(_) => 2,
+                Format::Sse(_) => 0,
+            };
+            prop_assert_eq!(frame.len(), before + closing);
             let list = match format {
-                Format::Seed => v.as_array().unwrap().clone(),
+                Format::Seed => strict(&frame).as_array().unwrap().clone(),
                 Format::V1(_) => {
+                    let v = strict(&frame);
                     prop_assert_eq!(&v["type"], "records");
                     prop_assert_eq!(v["batch"].as_u64(), Some(*batch));
                     v["records"].as_array().unwrap().clone()
+                }
+                Format::Sse(_) => {
+                    let events: Vec<&str> = frame.strip_suffix("\n\n").unwrap().split("\n\n").collect();
+                    prop_assert_eq!(events.len(), records.len());
+                    let mut list = Vec::new();
+                    for (e, r) in events.iter().zip(records) {
+                        let lines: Vec<&str> = e.split('\n').collect();
+                        prop_assert_eq!(lines.len(), 2, "{:?}", e);
+                        prop_assert!(!e.contains('\r'));
+                        let id = lines[0].strip_prefix("id: ").unwrap();
+                        ids_valid &= r.partition >= 0 && r.offset >= 0 && r.offset < i64::MAX;
+                        if ids_valid {
+                            let named = sse::parse_id(id, &topics).unwrap();
+                            let first = topics.iter().find(|t| **t == r.topic).unwrap();
+                            prop_assert!(
+                                named.contains(&(first.clone(), r.partition, r.offset + 1)),
+                                "{} {:?}", id, named
+                            );
+                        }
+                        list.push(strict(lines[1].strip_prefix("data: ").unwrap()));
+                    }
+                    list
                 }
             };
             prop_assert_eq!(list.len(), records.len());
@@ -1928,7 +1966,7 @@ proptest! {
                         prop_assert_eq!(got.as_object().unwrap().len(), 2);
                         prop_assert_eq!(&got["message"], &lossy(&r.value));
                     }
-                    Format::V1(enc) => {
+                    Format::V1(enc) | Format::Sse(enc) => {
                         prop_assert_eq!(&got["topic"], &Value::from(r.topic.as_str()));
                         prop_assert_eq!(got["partition"].as_i64(), Some(i64::from(r.partition)));
                         prop_assert_eq!(got["timestamp"].as_i64(), r.timestamp);

@@ -130,7 +130,8 @@ pub struct Config {
     pub stats_interval: Option<Duration>,
     /// How long shutdown waits for sessions to close and commit.
     pub shutdown_grace: Duration,
-    /// Interval between WebSocket pings; a peer silent for three intervals is dropped.
+    /// Interval between WebSocket pings (a peer silent for three intervals is dropped) and
+    /// between the keep-alive comments of an idle event stream (SSE).
     pub ping_interval: Duration,
     /// Extra librdkafka properties for every client (SASL, SSL, ...). Values may be secret and are
     /// never logged.
@@ -234,7 +235,7 @@ pub struct Cli {
     /// Seconds shutdown waits for sessions to finish [shutdownGrace]
     #[arg(long = "shutdown-grace")]
     pub shutdown_grace: Option<u64>,
-    /// Seconds between WebSocket pings [pingInterval]
+    /// Seconds between WebSocket pings and SSE keep-alive comments [pingInterval]
     #[arg(long = "ping-interval")]
     pub ping_interval: Option<u64>,
     /// librdkafka property KEY=VALUE for every Kafka client, repeatable; the environment takes a

@@ -2,8 +2,8 @@
 //! commits.
 //!
 //! Data flows one way: Kafka (`kafka::consumer::Fetch`) -> this loop (offsets, window, batching)
-//! -> encoder (`protocol::consume::BatchWriter`) -> socket (`transport::ws::Conn`). The client's
-//! control frames come back through the same `Conn`. Offsets are stored for commit only after
+//! -> encoder (`protocol::consume::BatchWriter`) -> connection (`transport::Outbound`: a WebSocket
+//! or an SSE body). A WebSocket client's control frames come back through the same connection. Offsets are stored for commit only after
 //! their frame was written (`auto`) or acknowledged (`ack`), as the ack ledger (`flow::ledger`)
 //! decides, so nothing is skipped and no commit moves backwards.
 
@@ -16,7 +16,7 @@ use futures::{FutureExt, StreamExt};
 use tokio::sync::mpsc;
 
 use crate::config::Config;
-use crate::flow::ledger::{Commit, Ledger, Mode, Run};
+use crate::flow::ledger::{Batch, Commit, Ledger, Mode};
 use crate::flow::Deps;
 use crate::kafka::consumer::{Fetch, Reader, RebalanceEvent};
 use crate::kafka::record::{Detached, Fetched};
@@ -25,9 +25,11 @@ use crate::protocol::consume::{
     parse_client_frame, partitions_frame, BatchWriter, ClientFrame, CommitMode, ConsumeRequest,
     Format,
 };
+use crate::protocol::sse::Positions;
 use crate::protocol::{ErrorCode, ProtocolError};
 use crate::shutdown::Shutdown;
-use crate::transport::ws::{Conn, End, Inbound, Io, Message, Note, Socket, Written};
+use crate::transport::ws::{Conn, End, Inbound, Io, Note, Socket, Written};
+use crate::transport::Outbound;
 
 /// Runs a consume session until the client leaves, an error ends it, or the proxy shuts down;
 /// then closes the socket and commits what was delivered (`auto`) or acknowledged (`ack`).
@@ -44,33 +46,50 @@ pub async fn serve<S: Socket>(
         config.max_frame_bytes,
         deps.shutdown.clone(),
     );
-    let v1 = matches!(req.format, Format::V1(_));
     match Reader::open(&deps.kafka, &req).await {
-        Ok((reader, mut fetch, events)) => {
-            let mut s = Session::new(&req, config, &stats, &mut conn, &reader);
-            let end = s.run(&mut fetch, events, deps.shutdown.clone()).await;
-            log_end(&end);
-            // The close sequence and the final commit share a budget inside the shutdown grace,
-            // so acknowledged offsets are committed before the process exits.
-            let started = Instant::now();
-            let budget = close_budget(config);
-            s.conn.finish(&end, v1, budget / 2).await;
-            // Frames written during the close sequence were delivered: store their offsets
-            // before the final commit.
-            s.take_written();
-            drop(s);
-            let left = budget.saturating_sub(started.elapsed());
-            reader
-                .close_within(fetch, req.commit != CommitMode::None, left)
-                .await;
-        }
+        Ok(opened) => drive(&mut conn, &req, &deps, &stats, opened, None).await,
         Err(e) => {
             let end = End::Error(e);
             log_end(&end);
-            conn.finish(&end, v1, close_budget(config)).await;
+            conn.finish(&end, req.format != Format::Seed, close_budget(config))
+                .await;
         }
     }
     stats.set_buffered(0);
+}
+
+/// A session's open consumer: the reader, its fetch queue and its group events.
+pub type Opened = (Reader, Fetch, mpsc::UnboundedReceiver<RebalanceEvent>);
+
+/// Serves an opened consumer on `conn` until the session ends, then closes both. With
+/// `positions` (SSE), each record event's id is the stream position after it.
+pub async fn drive<O: Outbound>(
+    conn: &mut O,
+    req: &ConsumeRequest,
+    deps: &Deps,
+    stats: &SessionStats,
+    (reader, mut fetch, events): Opened,
+    positions: Option<Positions>,
+) {
+    let config = &deps.config;
+    let mut s = Session::new(req, config, stats, conn, &reader, positions);
+    let end = s.run(&mut fetch, events, deps.shutdown.clone()).await;
+    log_end(&end);
+    // The close sequence and the final commit share a budget inside the shutdown grace,
+    // so acknowledged offsets are committed before the process exits.
+    let started = Instant::now();
+    let budget = close_budget(config);
+    s.conn
+        .finish(&end, req.format != Format::Seed, budget / 2)
+        .await;
+    // Frames written during the close sequence were delivered: store their offsets
+    // before the final commit.
+    s.take_written();
+    drop(s);
+    let left = budget.saturating_sub(started.elapsed());
+    reader
+        .close_within(fetch, req.commit != CommitMode::None, left)
+        .await;
 }
 
 /// Time a session's close sequence may take: inside the shutdown grace with a margin for the
@@ -94,46 +113,11 @@ fn log_end(end: &End) {
     }
 }
 
-/// A record frame on its way to the client: its number and its runs of records per partition.
-#[derive(Debug, Default)]
-struct Batch {
-    seq: u64,
-    runs: Vec<Run>,
-    records: usize,
-}
-
-impl Batch {
-    fn add(&mut self, ledger: &mut Ledger, topic: &str, partition: i32, offset: i64) {
-        self.records += 1;
-        // Per record: the partition number first, the topic name only when it matches.
-        let found = self.runs.iter_mut().find(|r| {
-            let (t, p) = ledger.name(r.part);
-            p == partition && t == topic
-        });
-        if let Some(r) = found {
-            r.last = offset;
-            r.count += 1;
-        } else {
-            let part = ledger.part(topic, partition);
-            // A record of a partition not assigned now (none expected) gets a generation that
-            // is never current, so it is never committed.
-            let generation = ledger.generation(part).unwrap_or(u32::MAX);
-            self.runs.push(Run {
-                part,
-                generation,
-                first: offset,
-                last: offset,
-                count: 1,
-            });
-        }
-    }
-}
-
-struct Session<'a, S> {
+struct Session<'a, O> {
     req: &'a ConsumeRequest,
     config: &'a Config,
     stats: &'a SessionStats,
-    conn: &'a mut Conn<S>,
+    conn: &'a mut O,
     reader: &'a Reader,
     /// The frame being built.
     writer: BatchWriter,
@@ -186,13 +170,14 @@ const RECORD_OVERHEAD: usize = 64;
 /// live group member (`max.poll.interval.ms`) while a slow client reads nothing.
 const PAUSE_AFTER: Duration = Duration::from_secs(5);
 
-impl<'a, S: Socket> Session<'a, S> {
+impl<'a, O: Outbound> Session<'a, O> {
     fn new(
         req: &'a ConsumeRequest,
         config: &'a Config,
         stats: &'a SessionStats,
-        conn: &'a mut Conn<S>,
+        conn: &'a mut O,
         reader: &'a Reader,
+        positions: Option<Positions>,
     ) -> Self {
         let mode = match req.commit {
             CommitMode::Auto => Mode::Auto,
@@ -205,7 +190,10 @@ impl<'a, S: Socket> Session<'a, S> {
             stats,
             conn,
             reader,
-            writer: BatchWriter::new(req.format),
+            writer: match positions {
+                Some(p) => BatchWriter::with_positions(req.format, p),
+                None => BatchWriter::new(req.format),
+            },
             current: Batch::default(),
             next_seq: 1,
             batch_started: None,
@@ -323,7 +311,7 @@ impl<'a, S: Socket> Session<'a, S> {
             batch: batch.seq,
             records: u32::try_from(batch.records).unwrap_or(u32::MAX),
         };
-        self.conn.push(Message::Text(text.into()), note);
+        self.conn.push_frame(text.into(), note);
         self.inflight.push_back(batch);
         self.batch_started = None;
         self.batch_full = false;
@@ -341,15 +329,16 @@ impl<'a, S: Socket> Session<'a, S> {
 
     fn on_inbound(&mut self, f: Inbound) {
         let frame = match (self.req.format, f) {
-            // Seed clients never sent anything meaningful; their frames are ignored.
-            (Format::Seed, _) => return,
+            // Seed clients never sent anything meaningful; their frames are ignored. An event
+            // stream has no way back.
+            (Format::Seed | Format::Sse(_), _) => return,
             (Format::V1(_), Inbound::Text(t)) => parse_client_frame(t.as_str()),
             (Format::V1(_), Inbound::Binary(_)) => Err(ProtocolError::bad_request(
                 "binary frames are not accepted on a consume socket; send JSON text",
             )),
         };
         if let Err(e) = frame.and_then(|f| self.on_client_frame(f)) {
-            self.conn.push_text(e.frame());
+            self.conn.push_event("error", e.frame());
         }
     }
 
@@ -440,7 +429,7 @@ impl<'a, S: Socket> Session<'a, S> {
             self.next_seq += 1;
             self.batch_started = Some(Instant::now());
         }
-        let with_headers = matches!(self.req.format, Format::V1(_));
+        let with_headers = self.req.format != Format::Seed;
         m.encode(&mut self.writer, self.current.seq, with_headers);
         self.current
             .add(&mut self.ledger, m.topic(), m.partition(), m.offset());
@@ -562,17 +551,20 @@ impl<'a, S: Socket> Session<'a, S> {
 
     fn on_rebalance(&mut self, ev: RebalanceEvent) -> Result<(), ProtocolError> {
         tracing::debug!(?ev, "rebalance");
-        let frame = match &ev {
+        let (kind, frame) = match &ev {
             RebalanceEvent::Assigned(ps) => {
                 // Again after the assignment took effect: a partition whose fetch stopped (a
                 // revoke) lost its route, and one fetching nowhere would stall silently.
                 self.reader.route(ps);
                 self.ledger.assigned(ps);
+                if let Some(p) = self.writer.positions_mut() {
+                    p.assigned(ps);
+                }
                 if self.paused {
                     // New partitions start unpaused; keep the session's flow state.
                     self.set_paused(true);
                 }
-                partitions_frame("assigned", ps)
+                ("assigned", partitions_frame("assigned", ps))
             }
             RebalanceEvent::Revoked(ps) => {
                 let gone = |t: &str, p: i32| ps.iter().any(|(rt, rp)| rt == t && *rp == p);
@@ -581,15 +573,18 @@ impl<'a, S: Socket> Session<'a, S> {
                 self.stash.retain(|m| !gone(m.topic(), m.partition()));
                 self.stash_bytes = self.stash.iter().map(Detached::held_size).sum();
                 self.ledger.revoked(ps);
-                partitions_frame("revoked", ps)
+                if let Some(p) = self.writer.positions_mut() {
+                    p.revoked(ps);
+                }
+                ("revoked", partitions_frame("revoked", ps))
             }
             RebalanceEvent::Failed(reason) => {
                 return Err(ProtocolError::new(ErrorCode::KafkaError, reason.clone()));
             }
             RebalanceEvent::Lost(e) => return Err(e.clone()),
         };
-        if matches!(self.req.format, Format::V1(_)) {
-            self.conn.push_text(frame);
+        if self.req.format != Format::Seed {
+            self.conn.push_event(kind, frame);
         }
         Ok(())
     }

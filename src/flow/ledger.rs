@@ -518,6 +518,42 @@ fn table_bytes<K, V>(m: &HashMap<K, V>) -> usize {
     buckets * (size_of::<(K, V)>() + 1) + 16
 }
 
+/// A record frame on its way to the client: its number and its runs of records per partition.
+#[derive(Debug, Default)]
+pub struct Batch {
+    pub seq: u64,
+    pub runs: Vec<Run>,
+    pub records: usize,
+}
+
+impl Batch {
+    /// Counts one record into the frame's run of its partition.
+    pub fn add(&mut self, ledger: &mut Ledger, topic: &str, partition: i32, offset: i64) {
+        self.records += 1;
+        // Per record: the partition number first, the topic name only when it matches.
+        let found = self.runs.iter_mut().find(|r| {
+            let (t, p) = ledger.name(r.part);
+            p == partition && t == topic
+        });
+        if let Some(r) = found {
+            r.last = offset;
+            r.count += 1;
+        } else {
+            let part = ledger.part(topic, partition);
+            // A record of a partition not assigned now (none expected) gets a generation that
+            // is never current, so it is never committed.
+            let generation = ledger.generation(part).unwrap_or(u32::MAX);
+            self.runs.push(Run {
+                part,
+                generation,
+                first: offset,
+                last: offset,
+                count: 1,
+            });
+        }
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

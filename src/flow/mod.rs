@@ -5,6 +5,7 @@
 pub mod consume;
 pub mod ledger;
 pub mod produce;
+pub mod sse;
 pub mod tail;
 
 use std::sync::Arc;

@@ -23,8 +23,10 @@ use crate::kafka::record::Fetched;
 use crate::kafka::Kafka;
 use crate::metrics::{now_ms, SessionStats};
 use crate::protocol::consume::{partitions_frame, BatchWriter, Encoding, Format};
+use crate::protocol::sse::Positions;
 use crate::protocol::{ErrorCode, ProtocolError};
-use crate::transport::ws::{Conn, End, Io, Message, Note, Socket, Utf8Bytes, Written};
+use crate::transport::ws::{Conn, End, Io, Note, Socket, Utf8Bytes, Written};
+use crate::transport::Outbound;
 
 /// Frames a reader keeps for slow sockets; a socket further behind skips (bounds memory per topic
 /// at `RING * FRAME_BYTES`).
@@ -51,8 +53,9 @@ enum Event {
     Failed(Arc<ProtocolError>),
 }
 
-/// (topic, encoding name): `Encoding` itself is not `Hash`.
-type Key = (String, &'static str);
+/// (topic, encoding name, SSE): `Encoding` itself is not `Hash`. Event streams have readers of
+/// their own, since their frames are events with ids.
+type Key = (String, &'static str, bool);
 
 type Readers = Mutex<HashMap<Key, Weak<ReaderHandle>>>;
 
@@ -95,6 +98,8 @@ pub struct Hub {
 pub struct ReaderReport {
     pub topic: String,
     pub encoding: &'static str,
+    /// `ws` (`/v1/tail`) or `sse` (`/v1/sse?live`).
+    pub transport: &'static str,
     pub sockets: usize,
 }
 
@@ -126,21 +131,26 @@ impl Hub {
             .map(|h| ReaderReport {
                 topic: h.key.0.clone(),
                 encoding: h.key.1,
+                transport: if h.key.2 { "sse" } else { "ws" },
                 sockets: h.tx.receiver_count(),
             })
             .collect();
-        out.sort_by(|a, b| (&a.topic, a.encoding).cmp(&(&b.topic, b.encoding)));
+        out.sort_by(|a, b| {
+            (&a.topic, a.encoding, a.transport).cmp(&(&b.topic, b.encoding, b.transport))
+        });
         out
     }
 
-    /// Joins the reader of `(topic, encoding)`, starting it if none runs. Fails before the
-    /// upgrade when the topic does not exist or Kafka cannot be reached.
+    /// Joins the reader of `(topic, encoding)` for sockets or, with `sse`, for event streams,
+    /// starting it if none runs. Fails before the upgrade when the topic does not exist or Kafka
+    /// cannot be reached.
     pub async fn join(
         &self,
         topic: &str,
         enc: Encoding,
+        sse: bool,
     ) -> Result<Arc<ReaderHandle>, ProtocolError> {
-        let key = (topic.to_string(), encoding_name(enc));
+        let key = (topic.to_string(), encoding_name(enc), sse);
         if let Some(h) = self.live(&key) {
             return Ok(h);
         }
@@ -179,7 +189,20 @@ impl Hub {
                 format!("too many live-tail readers ({running} topics are followed; at most {MAX_READERS})"),
             ));
         }
-        let (reader, fetch, partitions, events) = Reader::open_tail(&self.kafka, &key.0).await?;
+        let (reader, fetch, starts, events) = Reader::open_tail(&self.kafka, &key.0).await?;
+        let partitions: Vec<(String, i32)> =
+            starts.iter().map(|(t, p, _)| (t.clone(), *p)).collect();
+        // Event streams' records carry the reader's position as their id, so a stream that
+        // reconnects with it resumes exactly (as a consume stream of its own).
+        let writer = if key.2 {
+            let mut positions = Positions::new(std::slice::from_ref(&key.0));
+            for (t, p, at) in &starts {
+                positions.set(t, *p, *at);
+            }
+            BatchWriter::with_positions(Format::Sse(enc), positions)
+        } else {
+            BatchWriter::new(Format::V1(enc))
+        };
         let (tx, _) = broadcast::channel(RING);
         let (stop_tx, stop_rx) = oneshot::channel();
         let failure = Arc::new(OnceLock::new());
@@ -206,7 +229,7 @@ impl Hub {
             ));
         }
         tracing::debug!(topic = %key.0, "tail reader starts");
-        tokio::spawn(read(reader, fetch, events, tx, stop_rx, enc, failure));
+        tokio::spawn(read(reader, fetch, events, tx, stop_rx, writer, failure));
         Ok(handle)
     }
 }
@@ -226,10 +249,10 @@ async fn read(
     events: mpsc::UnboundedReceiver<RebalanceEvent>,
     tx: broadcast::Sender<Event>,
     stop: oneshot::Receiver<()>,
-    enc: Encoding,
+    writer: BatchWriter,
     failure: Arc<OnceLock<Arc<ProtocolError>>>,
 ) {
-    if let Some(err) = pump(&reader, &mut fetch, events, &tx, stop, enc).await {
+    if let Some(err) = pump(&reader, &mut fetch, events, &tx, stop, writer).await {
         tracing::warn!(error = %err, "tail reader failed; its sockets close");
         let err = Arc::new(err);
         // Set before publishing: a socket that subscribes after the event sees the flag.
@@ -302,10 +325,10 @@ async fn pump(
     mut events: mpsc::UnboundedReceiver<RebalanceEvent>,
     tx: &broadcast::Sender<Event>,
     mut stop: oneshot::Receiver<()>,
-    enc: Encoding,
+    writer: BatchWriter,
 ) -> Option<ProtocolError> {
     let mut f = Frames {
-        writer: BatchWriter::new(Format::V1(enc)),
+        writer,
         tx,
         seq: 0,
         records: 0,
@@ -378,9 +401,19 @@ pub async fn follow<S: Socket>(
         deps.config.max_frame_bytes,
         deps.shutdown.clone(),
     );
+    follow_on(&mut conn, reader, stats, deps).await
+}
+
+/// One follower on any connection (a socket, or an event stream of an `sse` reader).
+pub async fn follow_on<O: Outbound>(
+    conn: &mut O,
+    reader: Arc<ReaderHandle>,
+    stats: &SessionStats,
+    deps: &Deps,
+) {
     // Subscribe first, then say "assigned": everything produced after it is delivered.
     let mut rx = reader.tx.subscribe();
-    conn.push_text(partitions_frame("assigned", &reader.partitions));
+    conn.push_event("assigned", partitions_frame("assigned", &reader.partitions));
     let mut shutdown = deps.shutdown.clone();
     let mut written: Vec<Written> = Vec::new();
     // Index of the next record this socket expects; None until its first frame.
@@ -418,14 +451,14 @@ pub async fn follow<S: Socket>(
                 records,
             }) => {
                 if let Some(want) = expect.filter(|want| first > *want) {
-                    conn.push_text(format!(
-                        r#"{{"type":"skipped","records":{}}}"#,
-                        first - want
-                    ));
+                    conn.push_event(
+                        "skipped",
+                        format!(r#"{{"type":"skipped","records":{}}}"#, first - want),
+                    );
                 }
                 expect = Some(first + u64::from(records));
                 // `batch` only marks the frame as one to report once written.
-                conn.push(Message::Text(text), Note { batch: 1, records });
+                conn.push_frame(text, Note { batch: 1, records });
             }
             // Fell behind the ring: the next frame received tells how many records were skipped.
             Err(broadcast::error::RecvError::Lagged(_)) => continue,

@@ -98,9 +98,11 @@ pub async fn guard(State(state): State<AppState>, req: Request, next: Next) -> R
             header::ACCESS_CONTROL_ALLOW_METHODS,
             HeaderValue::from_static("GET, POST"),
         );
+        // `last-event-id`: fetch-based EventSource polyfills set it themselves on a reconnect
+        // (a native EventSource sends it without a preflight).
         h.insert(
             header::ACCESS_CONTROL_ALLOW_HEADERS,
-            HeaderValue::from_static("authorization, content-type"),
+            HeaderValue::from_static("authorization, content-type, last-event-id"),
         );
         h.insert(
             header::ACCESS_CONTROL_MAX_AGE,

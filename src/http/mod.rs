@@ -11,6 +11,7 @@ pub mod gate;
 pub mod lease;
 pub mod ops;
 pub mod produce;
+pub mod sse;
 pub mod tail;
 pub mod tickets;
 
@@ -161,6 +162,7 @@ pub fn router(state: AppState) -> Router {
         .route("/", get(consume::seed))
         .route("/v1/consume", get(consume::v1))
         .route("/v1/tail", get(tail::v1_tail))
+        .route("/v1/sse", get(sse::v1_sse))
         .route("/v1/produce", get(produce::ws_produce))
         .route(
             "/v1/topics/{topic}/records",

@@ -38,7 +38,7 @@ pub async fn v1_tail(
         principal,
         permit,
     } = admitted;
-    let reader = state.tail.join(&topic, enc).await.map_err(|e| {
+    let reader = state.tail.join(&topic, enc, false).await.map_err(|e| {
         state.metrics.reject();
         HttpError::from(e)
     })?;

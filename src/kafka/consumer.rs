@@ -324,7 +324,7 @@ pub struct Reader {
 /// being polled.
 pub struct Fetch(FetchQueue<Inner>);
 
-fn kafka_error(e: impl std::fmt::Display) -> ProtocolError {
+pub(super) fn kafka_error(e: impl std::fmt::Display) -> ProtocolError {
     ProtocolError::new(ErrorCode::KafkaError, e.to_string())
 }
 
@@ -339,6 +339,15 @@ impl Reader {
         let plan = kafka
             .resolve_start(&req.topics, &req.assignment, &req.start)
             .await?;
+        Reader::join(kafka, req, plan).await
+    }
+
+    /// Joins the group or assigns the plan's partitions; the caller holds its setup turn.
+    pub(super) async fn join(
+        kafka: &Kafka,
+        req: &ConsumeRequest,
+        plan: StartPlan,
+    ) -> Result<(Reader, Fetch, mpsc::UnboundedReceiver<RebalanceEvent>), ProtocolError> {
         let (events_tx, events_rx) = mpsc::unbounded_channel();
         let ctx = SessionContext::new(&plan, Some(events_tx.clone()), kafka.log.clone());
         let explicit = match &req.assignment {
@@ -369,7 +378,8 @@ impl Reader {
     }
 
     /// Opens a live-tail reader: every partition of `topic`, from the high watermarks read now,
-    /// so "assigned" means "everything produced from here on is delivered".
+    /// so "assigned" means "everything produced from here on is delivered". Returns each
+    /// partition with the offset it starts at.
     pub async fn open_tail(
         kafka: &Kafka,
         topic: &str,
@@ -377,7 +387,7 @@ impl Reader {
         (
             Reader,
             Fetch,
-            Vec<(String, i32)>,
+            Vec<(String, i32, i64)>,
             mpsc::UnboundedReceiver<RebalanceEvent>,
         ),
         ProtocolError,
@@ -386,11 +396,13 @@ impl Reader {
         let partitions = kafka.partitions(topic).await?;
         let mut tpl = TopicPartitionList::new();
         let mut pairs = Vec::with_capacity(partitions.len());
+        let mut starts = Vec::with_capacity(partitions.len());
         for p in &partitions {
             let (_, high) = kafka.watermarks(topic, *p).await?;
             tpl.add_partition_offset(topic, *p, Offset::Offset(high))
                 .map_err(kafka_error)?;
             pairs.push((topic.to_string(), *p));
+            starts.push((topic.to_string(), *p, high));
         }
         let plan = StartPlan {
             partitions: pairs.clone(),
@@ -405,7 +417,7 @@ impl Reader {
             reader.close(fetch).await;
             return Err(kafka_error(e));
         }
-        Ok((reader, fetch, pairs, events_rx))
+        Ok((reader, fetch, starts, events_rx))
     }
 
     fn new(consumer: Inner) -> (Reader, Fetch) {

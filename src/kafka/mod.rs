@@ -9,6 +9,7 @@ pub mod consumer;
 pub mod metadata;
 pub mod producer;
 pub mod record;
+pub mod resume;
 
 use std::borrow::Cow;
 use std::collections::HashMap;

@@ -6,6 +6,7 @@ use std::io::Write;
 use serde::Deserialize;
 
 use super::json::{write_bytes, write_int, write_str};
+use super::sse::{write_record_event, Positions};
 use super::{parse_int, validate_topic, ProtocolError};
 
 /// Which records a session reads.
@@ -74,6 +75,8 @@ pub enum Format {
     Seed,
     /// `{"type":"records","batch":N,"records":[...]}` with full records.
     V1(Encoding),
+    /// Server-Sent Events: one event per record, its data a v1 record (`protocol::sse`).
+    Sse(Encoding),
 }
 
 /// A validated consume request.
@@ -379,6 +382,8 @@ pub struct BatchWriter {
     format: Format,
     buf: Vec<u8>,
     count: usize,
+    /// The stream position written as each SSE record event's id (`Format::Sse` only).
+    positions: Option<Positions>,
 }
 
 impl BatchWriter {
@@ -387,7 +392,21 @@ impl BatchWriter {
             format,
             buf: Vec::with_capacity(16 * 1024),
             count: 0,
+            positions: None,
         }
+    }
+
+    /// A writer whose SSE record events carry `positions` as their id, updated per record.
+    pub fn with_positions(format: Format, positions: Positions) -> Self {
+        BatchWriter {
+            positions: Some(positions),
+            ..BatchWriter::new(format)
+        }
+    }
+
+    /// The stream position, for a writer made `with_positions`.
+    pub fn positions_mut(&mut self) -> Option<&mut Positions> {
+        self.positions.as_mut()
     }
 
     pub fn is_empty(&self) -> bool {
@@ -415,8 +434,9 @@ impl BatchWriter {
                         "{{\"type\":\"records\",\"batch\":{batch},\"records\":["
                     );
                 }
+                Format::Sse(_) => {}
             }
-        } else {
+        } else if !matches!(self.format, Format::Sse(_)) {
             self.buf.push(b',');
         }
         self.count += 1;
@@ -428,35 +448,8 @@ impl BatchWriter {
                 write_int(&mut self.buf, r.offset);
                 self.buf.push(b'}');
             }
-            Format::V1(enc) => {
-                self.buf.extend_from_slice(b"{\"topic\":");
-                write_str(&mut self.buf, r.topic);
-                self.buf.extend_from_slice(b",\"partition\":");
-                write_int(&mut self.buf, i64::from(r.partition));
-                self.buf.extend_from_slice(b",\"offset\":");
-                write_int(&mut self.buf, r.offset);
-                self.buf.extend_from_slice(b",\"timestamp\":");
-                match r.timestamp {
-                    Some(ts) => write_int(&mut self.buf, ts),
-                    None => self.buf.extend_from_slice(b"null"),
-                }
-                self.buf.extend_from_slice(b",\"key\":");
-                write_bytes(&mut self.buf, r.key, enc);
-                self.buf.extend_from_slice(b",\"headers\":[");
-                for (i, (k, v)) in r.headers.iter().enumerate() {
-                    if i > 0 {
-                        self.buf.push(b',');
-                    }
-                    self.buf.extend_from_slice(b"{\"key\":");
-                    write_str(&mut self.buf, k);
-                    self.buf.extend_from_slice(b",\"value\":");
-                    write_bytes(&mut self.buf, *v, enc);
-                    self.buf.push(b'}');
-                }
-                self.buf.extend_from_slice(b"],\"value\":");
-                write_bytes(&mut self.buf, r.value, enc);
-                self.buf.push(b'}');
-            }
+            Format::V1(enc) => write_record(&mut self.buf, r, enc),
+            Format::Sse(enc) => write_record_event(&mut self.buf, self.positions.as_mut(), r, enc),
         }
     }
 
@@ -465,6 +458,7 @@ impl BatchWriter {
         match self.format {
             Format::Seed => self.buf.push(b']'),
             Format::V1(_) => self.buf.extend_from_slice(b"]}"),
+            Format::Sse(_) => {}
         }
         self.count = 0;
         let cap = self.buf.capacity().min(1 << 20);
@@ -474,6 +468,38 @@ impl BatchWriter {
         String::from_utf8(out)
             .unwrap_or_else(|e| String::from_utf8_lossy(e.as_bytes()).into_owned())
     }
+}
+
+/// Appends one record as v1 frames show it: `{"topic","partition","offset","timestamp","key",
+/// "headers","value"}`.
+pub(crate) fn write_record(buf: &mut Vec<u8>, r: &RecordView<'_>, enc: Encoding) {
+    buf.extend_from_slice(b"{\"topic\":");
+    write_str(buf, r.topic);
+    buf.extend_from_slice(b",\"partition\":");
+    write_int(buf, i64::from(r.partition));
+    buf.extend_from_slice(b",\"offset\":");
+    write_int(buf, r.offset);
+    buf.extend_from_slice(b",\"timestamp\":");
+    match r.timestamp {
+        Some(ts) => write_int(buf, ts),
+        None => buf.extend_from_slice(b"null"),
+    }
+    buf.extend_from_slice(b",\"key\":");
+    write_bytes(buf, r.key, enc);
+    buf.extend_from_slice(b",\"headers\":[");
+    for (i, (k, v)) in r.headers.iter().enumerate() {
+        if i > 0 {
+            buf.push(b',');
+        }
+        buf.extend_from_slice(b"{\"key\":");
+        write_str(buf, k);
+        buf.extend_from_slice(b",\"value\":");
+        write_bytes(buf, *v, enc);
+        buf.push(b'}');
+    }
+    buf.extend_from_slice(b"],\"value\":");
+    write_bytes(buf, r.value, enc);
+    buf.push(b'}');
 }
 
 /// Frames a v1 client sends on a consume socket.

@@ -6,6 +6,7 @@ pub mod auth;
 pub mod consume;
 pub mod json;
 pub mod produce;
+pub mod sse;
 pub mod tail;
 
 use std::collections::HashMap;
