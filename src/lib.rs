@@ -105,6 +105,11 @@ pub async fn run(
         metrics.clone(),
         shutdown.clone(),
     ));
+    tokio::spawn(http::admin::lag::refresh(
+        kafka.clone(),
+        metrics.clone(),
+        shutdown.clone(),
+    ));
     if let Some(every) = config.stats_interval {
         tokio::spawn(metrics.clone().stats_log(every));
     }

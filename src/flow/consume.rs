@@ -1,5 +1,4 @@
-//! Consume, the use case: one socket's Kafka consumer, batching, window, backpressure and
-//! commits.
+//! Consume, the use case: one socket's Kafka consumer, batching, window, backpressure, commits.
 //!
 //! Data flows one way: Kafka (`kafka::consumer::Fetch`) -> this loop (offsets, window, batching)
 //! -> encoder (`protocol::consume::BatchWriter`) -> socket (`transport::ws::Conn`). The client's
@@ -20,7 +19,7 @@ use crate::flow::ledger::{Commit, Ledger, Mode, Run};
 use crate::flow::Deps;
 use crate::kafka::consumer::{Fetch, Reader, RebalanceEvent};
 use crate::kafka::record::{Detached, Fetched};
-use crate::metrics::{now_ms, SessionStats};
+use crate::metrics::SessionStats;
 use crate::protocol::consume::{
     parse_client_frame, partitions_frame, BatchWriter, ClientFrame, CommitMode, ConsumeRequest,
     Format,
@@ -44,6 +43,7 @@ pub async fn serve<S: Socket>(
         config.max_frame_bytes,
         deps.shutdown.clone(),
     );
+    conn.closable_by_admin(&stats);
     let v1 = matches!(req.format, Format::V1(_));
     match Reader::open(&deps.kafka, &req).await {
         Ok((reader, mut fetch, events)) => {
@@ -194,11 +194,6 @@ impl<'a, S: Socket> Session<'a, S> {
         conn: &'a mut Conn<S>,
         reader: &'a Reader,
     ) -> Self {
-        let mode = match req.commit {
-            CommitMode::Auto => Mode::Auto,
-            CommitMode::Ack => Mode::Ack,
-            CommitMode::None => Mode::None,
-        };
         Session {
             req,
             config,
@@ -214,7 +209,7 @@ impl<'a, S: Socket> Session<'a, S> {
             stash_bytes: 0,
             inflight: VecDeque::new(),
             inflight_records: 0,
-            ledger: Ledger::new(mode),
+            ledger: Ledger::new(Mode::from(req.commit)),
             commits: Vec::new(),
             written: Vec::new(),
             paused: false,
@@ -515,10 +510,9 @@ impl<'a, S: Socket> Session<'a, S> {
         };
         debug_assert_eq!(batch.seq, seq);
         self.inflight_records -= batch.records;
-        self.stats.sent.fetch_add(batch.records as u64, Relaxed);
-        self.stats.frames.fetch_add(1, Relaxed);
-        self.stats.bytes.fetch_add(len as u64, Relaxed);
-        self.stats.last_delivery_ms.store(now_ms(), Relaxed);
+        let at = |r: &Run| (self.ledger.name(r.part), r.last + 1);
+        self.stats
+            .wrote(batch.records, len, batch.runs.iter().map(at));
         // Runs of partitions revoked while their frame was in flight belong to the new owner:
         // the ledger neither commits them here nor waits for their ack.
         self.ledger
@@ -546,6 +540,7 @@ impl<'a, S: Socket> Session<'a, S> {
                 "acks are only taken on commit=ack sockets",
             ));
         }
+        let unacked = self.ledger.unacked_records();
         let r = match f {
             ClientFrame::AckBatch(n) => self.ledger.ack_batch(n, &mut self.commits),
             ClientFrame::AckOffset {
@@ -557,6 +552,8 @@ impl<'a, S: Socket> Session<'a, S> {
                 .ack_offset(&topic, partition, offset, &mut self.commits),
         };
         self.store();
+        self.stats
+            .acked(unacked.saturating_sub(self.ledger.unacked_records()));
         r.map_err(|e| ProtocolError::new(ErrorCode::BadAck, e.to_string()))
     }
 
@@ -568,6 +565,7 @@ impl<'a, S: Socket> Session<'a, S> {
                 // revoke) lost its route, and one fetching nowhere would stall silently.
                 self.reader.route(ps);
                 self.ledger.assigned(ps);
+                self.stats.assign(ps);
                 if self.paused {
                     // New partitions start unpaused; keep the session's flow state.
                     self.set_paused(true);
@@ -581,6 +579,7 @@ impl<'a, S: Socket> Session<'a, S> {
                 self.stash.retain(|m| !gone(m.topic(), m.partition()));
                 self.stash_bytes = self.stash.iter().map(Detached::held_size).sum();
                 self.ledger.revoked(ps);
+                self.stats.revoke(ps);
                 partitions_frame("revoked", ps)
             }
             RebalanceEvent::Failed(reason) => {

@@ -378,6 +378,8 @@ pub async fn follow<S: Socket>(
         deps.config.max_frame_bytes,
         deps.shutdown.clone(),
     );
+    conn.closable_by_admin(stats);
+    stats.assign(&reader.partitions);
     // Subscribe first, then say "assigned": everything produced after it is delivered.
     let mut rx = reader.tx.subscribe();
     conn.push_text(partitions_frame("assigned", &reader.partitions));

@@ -52,6 +52,8 @@ pub struct AppState {
     pub quotas: Quotas,
     /// Shared live-tail readers, one per (topic, encoding).
     pub tail: Arc<Hub>,
+    /// The admin API's limit and cache of look-ups that read Kafka.
+    pub lookups: Arc<admin::Lookups>,
     /// Issues and redeems `POST /v1/tickets` tickets.
     pub tickets: Arc<Tickets>,
     /// Browser origins allowed to call the proxy.
@@ -86,6 +88,7 @@ impl AppState {
                 shutdown.clone(),
             ),
             tail: Arc::new(Hub::new(kafka.clone())),
+            lookups: Arc::default(),
             config,
             kafka,
             metrics,
@@ -171,7 +174,13 @@ pub fn router(state: AppState) -> Router {
         .route("/readyz", get(ops::readyz))
         .route("/metrics", get(ops::metrics))
         .route("/admin/sessions", get(admin::sessions))
+        .route("/admin/sessions/{id}/close", post(admin::close))
         .route("/admin/tail", get(admin::tail))
+        .route("/admin/config", get(admin::config))
+        .route("/admin/topics", get(admin::kafka::topics))
+        .route("/admin/topics/{topic}", get(admin::kafka::topic))
+        .route("/admin/groups", get(admin::kafka::groups))
+        .route("/admin/groups/{group}", get(admin::kafka::group))
         .route("/v1/tickets", post(tickets::issue))
         .layer(axum::middleware::from_fn_with_state(
             state.clone(),

@@ -161,6 +161,8 @@ pub struct Conn<S> {
     max_frame_bytes: usize,
     /// The credential, when it can lapse or be revoked.
     lease: Option<Keeper>,
+    /// An operator's close request (`close_when`), observed beside the credential.
+    closer: Option<Pin<Box<dyn Future<Output = ProtocolError> + Send>>>,
 }
 
 impl<S: Socket> Conn<S> {
@@ -198,7 +200,22 @@ impl<S: Socket> Conn<S> {
             shutdown: Box::pin(async move { shutdown.wait().await }),
             max_frame_bytes,
             lease: None,
+            closer: None,
         }
+    }
+
+    /// Ends the socket with the error `closer` resolves to, as a lapsed credential ends it:
+    /// every endpoint observes it where it observes the credential.
+    pub fn close_when(&mut self, closer: impl Future<Output = ProtocolError> + Send + 'static) {
+        self.closer = Some(Box::pin(closer));
+    }
+
+    /// Closes the session of `stats` when an operator asks to (`closed_by_admin`, 4410).
+    pub fn closable_by_admin(&mut self, stats: &crate::metrics::SessionStats) {
+        let requested = stats.close_requested();
+        self.close_when(
+            async move { ProtocolError::new(ErrorCode::ClosedByAdmin, requested.await) },
+        );
     }
 
     /// Watches the socket's credential: it closes with 4401 when it lapses or is revoked,
@@ -207,9 +224,13 @@ impl<S: Socket> Conn<S> {
         self.lease = Some(Keeper::new(lease));
     }
 
-    /// Ready with the end when the credential lapsed, was revoked or a renewal was refused;
-    /// queues the answer to a renewal that went through.
+    /// Ready with the end when the credential lapsed, was revoked or a renewal was refused, or
+    /// an operator closed the session; queues the answer to a renewal that went through.
     pub fn poll_lease(&mut self, cx: &mut Context<'_>) -> Poll<End> {
+        if let Some(Poll::Ready(e)) = self.closer.as_mut().map(|c| c.as_mut().poll(cx)) {
+            self.closer = None;
+            return Poll::Ready(End::Error(e));
+        }
         // Until pending, so a renewed deadline's timer is registered.
         while let Some(Poll::Ready(r)) = self.lease.as_mut().map(|k| k.poll(cx)) {
             match r {

@@ -44,6 +44,7 @@ pub async fn serve<S: Socket>(
         deps.config.max_frame_bytes,
         deps.shutdown.clone(),
     );
+    conn.closable_by_admin(&stats);
     let end = match check_target(&deps.kafka, &req).await {
         Ok(partitions) => {
             Session::new(&req, &deps, &stats, &mut conn, partitions)
