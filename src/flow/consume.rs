@@ -242,7 +242,8 @@ impl<'a, S: Socket> Session<'a, S> {
             let room = self.frame_room();
             let reading = self.conn.queued_frames() < CONTROL_QUEUE;
             let polling = self.holding.is_none() || self.paused;
-            let fetching = polling && !self.batch_full && self.stash.is_empty();
+            let fetching =
+                polling && !self.batch_full && self.stash.is_empty() && self.window_left() > 0;
             // While holding, nothing else may wake this loop (a client that reads nothing makes no
             // write progress): without this deadline it would never pause and poll the group again.
             let pause_at = self
@@ -348,9 +349,9 @@ impl<'a, S: Socket> Session<'a, S> {
         }
     }
 
-    /// Takes the records librdkafka already holds, a batch per call, until the frame being
-    /// built is full or `DRAIN_MAX` were taken. librdkafka wakes the queue only on new arrivals,
-    /// so stopping early re-arms the wake-up itself.
+    /// Takes the records librdkafka already holds, a batch per call, until the frame being built
+    /// is full or `DRAIN_MAX` were taken. librdkafka wakes the queue only on new arrivals, so
+    /// stopping early re-arms the wake-up itself: never waited on with a full window (a spin).
     fn drain_fetch(&mut self, fetch: &mut Fetch) -> Option<ProtocolError> {
         let mut taken = 0;
         let mut error = None;
