@@ -20,17 +20,6 @@ pub enum Mode {
     None,
 }
 
-impl From<crate::protocol::consume::CommitMode> for Mode {
-    fn from(c: crate::protocol::consume::CommitMode) -> Self {
-        use crate::protocol::consume::CommitMode as C;
-        match c {
-            C::Auto => Mode::Auto,
-            C::Ack => Mode::Ack,
-            C::None => Mode::None,
-        }
-    }
-}
-
 /// The records one frame carries for one partition: a contiguous run of offsets.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct Run {
