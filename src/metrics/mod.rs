@@ -459,3 +459,61 @@ pub fn now_ms() -> i64 {
         .map(|d| d.as_millis() as i64)
         .unwrap_or(0)
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn group_lag_series_are_escaped_and_replaced_whole() {
+        let m = Arc::new(Metrics::default());
+        m.set_group_lag(
+            vec![GroupLag {
+                group: "g\"1\\\n".into(),
+                topic: "t".into(),
+                lag: 42,
+            }],
+            3,
+        );
+        let text = m.render(true);
+        assert!(
+            text.contains("kafka_proxy_group_lag{group=\"g\\\"1\\\\\\n\",topic=\"t\"} 42"),
+            "{text}"
+        );
+        assert!(
+            text.contains("kafka_proxy_group_lag_omitted_groups 3"),
+            "{text}"
+        );
+        m.set_group_lag(Vec::new(), 0);
+        assert!(!m.render(true).contains("kafka_proxy_group_lag{"));
+    }
+
+    #[test]
+    fn sessions_can_be_closed_by_id_and_groups_are_listed() {
+        let m = Arc::new(Metrics::default());
+        let meta = |group: Option<&str>, topic: &str| SessionMeta {
+            kind: "consume",
+            topics: vec![topic.into()],
+            group: group.map(str::to_string),
+            peer: "127.0.0.1:1".into(),
+            principal: "anonymous".into(),
+        };
+        let a = m.register(meta(Some("g"), "t2"));
+        let _b = m.register(meta(Some("g"), "t1"));
+        let _c = m.register(meta(None, "t3"));
+        let id = m.sessions()[0].id;
+        assert_eq!(m.close_session(id, "bye".into()), Some(true));
+        assert_eq!(m.close_session(id, "bye".into()), Some(false));
+        assert!(a.stats.closing());
+        assert_eq!(m.close_session(9999, "bye".into()), None);
+        let served = m.served_groups();
+        assert_eq!(served.len(), 1);
+        assert_eq!(served["g"], vec!["t1".to_string(), "t2".to_string()]);
+        drop(a);
+        assert_eq!(
+            m.close_session(id, "bye".into()),
+            None,
+            "gone with its session"
+        );
+    }
+}

@@ -179,3 +179,55 @@ pub struct SessionMeta {
     /// Who the session belongs to (`anonymous` without auth).
     pub principal: String,
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn tp(t: &str, p: i32) -> (String, i32) {
+        (t.to_string(), p)
+    }
+
+    #[test]
+    fn assigned_partitions_follow_rebalances_and_deliveries() {
+        let s = SessionStats::default();
+        s.assign(&[tp("b", 0), tp("a", 1), tp("a", 0)]);
+        s.assign(&[tp("a", 0)]);
+        let order: Vec<_> = s
+            .assigned()
+            .iter()
+            .map(|a| (a.topic.clone(), a.partition))
+            .collect();
+        assert_eq!(order, vec![tp("a", 0), tp("a", 1), tp("b", 0)]);
+        s.wrote(3, 100, [(("a", 0), 7), (("b", 0), 2)]);
+        // A frame of a partition no longer assigned moves nothing; positions never go back.
+        s.wrote(1, 10, [(("c", 0), 5), (("a", 0), 4)]);
+        let a = s.assigned();
+        assert_eq!(a[0].position, Some(7));
+        assert_eq!(a[1].position, None);
+        assert_eq!(a[2].position, Some(2));
+        assert_eq!(s.sent.load(Relaxed), 4);
+        assert_eq!(s.frames.load(Relaxed), 2);
+        assert_eq!(s.bytes.load(Relaxed), 110);
+        s.revoke(&[tp("a", 0), tp("b", 0)]);
+        assert_eq!(s.assigned().len(), 1);
+        s.acked(3);
+        assert_eq!(s.acked.load(Relaxed), 3);
+    }
+
+    #[tokio::test]
+    async fn a_close_request_reaches_the_session_once() {
+        let s = SessionStats::default();
+        let requested = s.close_requested();
+        assert!(!s.closing());
+        assert!(s.request_close("maintenance".into()));
+        assert!(!s.request_close("again".into()), "the first reason stays");
+        assert!(s.closing());
+        let reason = tokio::time::timeout(std::time::Duration::from_secs(1), requested)
+            .await
+            .expect("resolves once asked");
+        assert_eq!(reason, "maintenance");
+        // A session that starts watching after the request sees it too.
+        assert_eq!(s.close_requested().await, "maintenance");
+    }
+}
