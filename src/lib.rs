@@ -24,7 +24,7 @@
 //!    `produce::socket`, `produce::batch` for HTTP).
 //! 6. [`http`]: the only module that serves HTTP: router, the request gate (`gate`: limit ->
 //!    authenticate -> parse -> authorize -> upgrade), thin handlers per endpoint, `ops`
-//!    (healthz, readyz, metrics) and `admin`.
+//!    (healthz, readyz, metrics) and `admin` (the admin API and the group-lag refresh).
 //!
 //! Records flow one way: Kafka -> `kafka::consumer` -> `flow::consume` or `flow::tail` ->
 //! `protocol` encoder -> `transport::ws` -> socket; and socket -> `transport::ws` ->
