@@ -512,6 +512,16 @@ async fn an_operator_closes_sessions_with_4410_and_a_reason() {
         (400, Some("bad_request")),
         "{v}"
     );
+    let huge = format!("{{\"reason\":\"{}\"}}", "x".repeat(5000));
+    let (status, _) = http_request(
+        proxy.addr,
+        "POST",
+        "/admin/sessions/1/close",
+        &[],
+        huge.as_bytes(),
+    )
+    .await;
+    assert_eq!(status, 413, "a body over 4 KiB");
     proxy.stop().await;
 }
 

@@ -174,7 +174,12 @@ pub fn router(state: AppState) -> Router {
         .route("/readyz", get(ops::readyz))
         .route("/metrics", get(ops::metrics))
         .route("/admin/sessions", get(admin::sessions))
-        .route("/admin/sessions/{id}/close", post(admin::close))
+        .route(
+            "/admin/sessions/{id}/close",
+            post(admin::close).layer(axum::extract::DefaultBodyLimit::max(
+                admin::CLOSE_BODY_LIMIT,
+            )),
+        )
         .route("/admin/tail", get(admin::tail))
         .route("/admin/config", get(admin::config))
         .route("/admin/topics", get(admin::kafka::topics))

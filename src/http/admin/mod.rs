@@ -24,6 +24,10 @@ use crate::protocol::{admin as params, ErrorCode, ProtocolError};
 
 pub use kafka::Lookups;
 
+/// Largest body of the close action: a reason of at most `protocol::admin::MAX_CLOSE_REASON`
+/// bytes fits many times over; a larger body is refused with 413 before it is read whole.
+pub const CLOSE_BODY_LIMIT: usize = 4096;
+
 /// Most assigned partitions whose lag one `GET /admin/sessions` reads from Kafka; sessions
 /// beyond them show `lag: null`.
 pub const MAX_SESSION_LAG_PARTITIONS: usize = 10_000;
