@@ -27,7 +27,7 @@
 //!    stream), `produce` (answer order and window; `produce::socket`, `produce::batch` for HTTP).
 //! 6. [`http`]: the only module that serves HTTP: router, the request gate (`gate`: limit ->
 //!    authenticate -> parse -> authorize -> upgrade), thin handlers per endpoint, `ops`
-//!    (healthz, readyz, metrics) and `admin`.
+//!    (healthz, readyz, metrics) and `admin` (the admin API and the group-lag refresh).
 //!
 //! Records flow one way: Kafka -> `kafka::consumer` -> `flow::consume` or `flow::tail` ->
 //! `protocol` encoder -> `transport::ws` or `transport::sse` -> client; and socket ->
@@ -116,6 +116,11 @@ pub async fn run(
     );
     auth.start(&shutdown);
     tokio::spawn(release_memory_after_sessions_leave(
+        metrics.clone(),
+        shutdown.clone(),
+    ));
+    tokio::spawn(http::admin::lag::refresh(
+        kafka.clone(),
         metrics.clone(),
         shutdown.clone(),
     ));

@@ -1,5 +1,4 @@
-//! Consume, the use case: one socket's Kafka consumer, batching, window, backpressure and
-//! commits.
+//! Consume, the use case: one socket's Kafka consumer, batching, window, backpressure, commits.
 //!
 //! Data flows one way: Kafka (`kafka::consumer::Fetch`) -> this loop (offsets, window, batching)
 //! -> encoder (`protocol::consume::BatchWriter`) -> connection (`transport::Outbound`: a WebSocket
@@ -16,11 +15,11 @@ use futures::{FutureExt, StreamExt};
 use tokio::sync::mpsc;
 
 use crate::config::Config;
-use crate::flow::ledger::{Batch, Commit, Ledger, Mode};
+use crate::flow::ledger::{Batch, Commit, Ledger, Mode, Run};
 use crate::flow::Deps;
 use crate::kafka::consumer::{Fetch, Reader, RebalanceEvent};
 use crate::kafka::record::{Detached, Fetched};
-use crate::metrics::{now_ms, SessionStats};
+use crate::metrics::SessionStats;
 use crate::protocol::consume::{
     parse_client_frame, partitions_frame, BatchWriter, ClientFrame, CommitMode, ConsumeRequest,
     Format,
@@ -179,11 +178,6 @@ impl<'a, O: Outbound> Session<'a, O> {
         reader: &'a Reader,
         positions: Option<Positions>,
     ) -> Self {
-        let mode = match req.commit {
-            CommitMode::Auto => Mode::Auto,
-            CommitMode::Ack => Mode::Ack,
-            CommitMode::None => Mode::None,
-        };
         Session {
             req,
             config,
@@ -202,7 +196,7 @@ impl<'a, O: Outbound> Session<'a, O> {
             stash_bytes: 0,
             inflight: VecDeque::new(),
             inflight_records: 0,
-            ledger: Ledger::new(mode),
+            ledger: Ledger::new(Mode::from(req.commit)),
             commits: Vec::new(),
             written: Vec::new(),
             paused: false,
@@ -235,7 +229,8 @@ impl<'a, O: Outbound> Session<'a, O> {
             let room = self.frame_room();
             let reading = self.conn.queued_frames() < CONTROL_QUEUE;
             let polling = self.holding.is_none() || self.paused;
-            let fetching = polling && !self.batch_full && self.stash.is_empty();
+            let fetching =
+                polling && !self.batch_full && self.stash.is_empty() && self.window_left() > 0;
             // While holding, nothing else may wake this loop (a client that reads nothing makes no
             // write progress): without this deadline it would never pause and poll the group again.
             let pause_at = self
@@ -342,9 +337,9 @@ impl<'a, O: Outbound> Session<'a, O> {
         }
     }
 
-    /// Takes the records librdkafka already holds, a batch per call, until the frame being
-    /// built is full or `DRAIN_MAX` were taken. librdkafka wakes the queue only on new arrivals,
-    /// so stopping early re-arms the wake-up itself.
+    /// Takes the records librdkafka already holds, a batch per call, until the frame being built
+    /// is full or `DRAIN_MAX` were taken. librdkafka wakes the queue only on new arrivals, so
+    /// stopping early re-arms the wake-up itself: never waited on with a full window (a spin).
     fn drain_fetch(&mut self, fetch: &mut Fetch) -> Option<ProtocolError> {
         let mut taken = 0;
         let mut error = None;
@@ -504,10 +499,9 @@ impl<'a, O: Outbound> Session<'a, O> {
         };
         debug_assert_eq!(batch.seq, seq);
         self.inflight_records -= batch.records;
-        self.stats.sent.fetch_add(batch.records as u64, Relaxed);
-        self.stats.frames.fetch_add(1, Relaxed);
-        self.stats.bytes.fetch_add(len as u64, Relaxed);
-        self.stats.last_delivery_ms.store(now_ms(), Relaxed);
+        let at = |r: &Run| (self.ledger.name(r.part), r.last + 1);
+        self.stats
+            .wrote(batch.records, len, batch.runs.iter().map(at));
         // Runs of partitions revoked while their frame was in flight belong to the new owner:
         // the ledger neither commits them here nor waits for their ack.
         self.ledger
@@ -535,6 +529,7 @@ impl<'a, O: Outbound> Session<'a, O> {
                 "acks are only taken on commit=ack sockets",
             ));
         }
+        let unacked = self.ledger.unacked_records();
         let r = match f {
             ClientFrame::AckBatch(n) => self.ledger.ack_batch(n, &mut self.commits),
             ClientFrame::AckOffset {
@@ -546,6 +541,8 @@ impl<'a, O: Outbound> Session<'a, O> {
                 .ack_offset(&topic, partition, offset, &mut self.commits),
         };
         self.store();
+        self.stats
+            .acked(unacked.saturating_sub(self.ledger.unacked_records()));
         r.map_err(|e| ProtocolError::new(ErrorCode::BadAck, e.to_string()))
     }
 
@@ -560,6 +557,7 @@ impl<'a, O: Outbound> Session<'a, O> {
                 if let Some(p) = self.writer.positions_mut() {
                     p.assigned(ps);
                 }
+                self.stats.assign(ps);
                 if self.paused {
                     // New partitions start unpaused; keep the session's flow state.
                     self.set_paused(true);
@@ -576,6 +574,7 @@ impl<'a, O: Outbound> Session<'a, O> {
                 if let Some(p) = self.writer.positions_mut() {
                     p.revoked(ps);
                 }
+                self.stats.revoke(ps);
                 ("revoked", partitions_frame("revoked", ps))
             }
             RebalanceEvent::Failed(reason) => {

@@ -21,3 +21,15 @@ pub struct Deps {
     pub config: Arc<Config>,
     pub shutdown: Shutdown,
 }
+
+/// The ledger's commit mode of a consume request (the ledger itself stays free of crate types).
+impl From<crate::protocol::consume::CommitMode> for ledger::Mode {
+    fn from(c: crate::protocol::consume::CommitMode) -> Self {
+        use crate::protocol::consume::CommitMode as C;
+        match c {
+            C::Auto => ledger::Mode::Auto,
+            C::Ack => ledger::Mode::Ack,
+            C::None => ledger::Mode::None,
+        }
+    }
+}

@@ -411,6 +411,7 @@ pub async fn follow_on<O: Outbound>(
     stats: &SessionStats,
     deps: &Deps,
 ) {
+    stats.assign(&reader.partitions);
     // Subscribe first, then say "assigned": everything produced after it is delivered.
     let mut rx = reader.tx.subscribe();
     conn.push_event("assigned", partitions_frame("assigned", &reader.partitions));

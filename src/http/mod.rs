@@ -55,6 +55,8 @@ pub struct AppState {
     pub quotas: Quotas,
     /// Shared live-tail readers, one per (topic, encoding).
     pub tail: Arc<Hub>,
+    /// The admin API's limit and cache of look-ups that read Kafka.
+    pub lookups: Arc<admin::Lookups>,
     /// Issues and redeems `POST /v1/tickets` tickets.
     pub tickets: Arc<Tickets>,
     /// Browser origins allowed to call the proxy.
@@ -89,6 +91,7 @@ impl AppState {
                 shutdown.clone(),
             ),
             tail: Arc::new(Hub::new(kafka.clone())),
+            lookups: Arc::default(),
             config,
             kafka,
             metrics,
@@ -175,7 +178,18 @@ pub fn router(state: AppState) -> Router {
         .route("/readyz", get(ops::readyz))
         .route("/metrics", get(ops::metrics))
         .route("/admin/sessions", get(admin::sessions))
+        .route(
+            "/admin/sessions/{id}/close",
+            post(admin::close).layer(axum::extract::DefaultBodyLimit::max(
+                admin::CLOSE_BODY_LIMIT,
+            )),
+        )
         .route("/admin/tail", get(admin::tail))
+        .route("/admin/config", get(admin::config))
+        .route("/admin/topics", get(admin::kafka::topics))
+        .route("/admin/topics/{topic}", get(admin::kafka::topic))
+        .route("/admin/groups", get(admin::kafka::groups))
+        .route("/admin/groups/{group}", get(admin::kafka::group))
         .route("/v1/tickets", post(tickets::issue))
         .layer(axum::middleware::from_fn_with_state(
             state.clone(),
@@ -231,7 +245,12 @@ where
     // 4401, unless the client renews it in-band.
     let lease = lease::AuthLease::for_session(&state.auth, &principal);
     ws.on_upgrade(move |socket| async move {
-        serve(Guarded::new(socket, lease), guard.stats.clone()).await;
+        // An operator's close request ends it too (`closed_by_admin`, 4410).
+        let requested = guard.stats.close_requested();
+        let closer =
+            Box::pin(async move { ProtocolError::new(ErrorCode::ClosedByAdmin, requested.await) });
+        let socket = Guarded::new(socket, lease).with_closer(closer);
+        serve(socket, guard.stats.clone()).await;
         tracing::debug!(%peer, kind, "session ended");
         drop(guard);
         drop(permit);

@@ -6,6 +6,7 @@
 //! runs on the blocking pool so tokio workers never stall.
 
 pub mod consumer;
+pub mod groups;
 pub mod metadata;
 pub mod producer;
 pub mod record;

@@ -2,6 +2,7 @@
 //!
 //! Everything a client can see is defined here so `docs/PROTOCOL.md` has one source to follow.
 
+pub mod admin;
 pub mod auth;
 pub mod consume;
 pub mod json;
@@ -43,10 +44,14 @@ pub enum ErrorCode {
     KafkaUnavailable,
     /// The proxy is shutting down.
     ShuttingDown,
+    /// An operator closed the session (`POST /admin/sessions/{id}/close`).
+    ClosedByAdmin,
+    /// An admin API object (a consumer group, a session) that does not exist.
+    NotFound,
 }
 
 impl ErrorCode {
-    pub const ALL: [ErrorCode; 13] = [
+    pub const ALL: [ErrorCode; 15] = [
         ErrorCode::BadRequest,
         ErrorCode::Unauthorized,
         ErrorCode::Forbidden,
@@ -60,6 +65,8 @@ impl ErrorCode {
         ErrorCode::KafkaError,
         ErrorCode::KafkaUnavailable,
         ErrorCode::ShuttingDown,
+        ErrorCode::ClosedByAdmin,
+        ErrorCode::NotFound,
     ];
 
     /// The stable machine-readable name used in JSON bodies and error frames.
@@ -78,6 +85,8 @@ impl ErrorCode {
             ErrorCode::KafkaError => "kafka_error",
             ErrorCode::KafkaUnavailable => "kafka_unavailable",
             ErrorCode::ShuttingDown => "shutting_down",
+            ErrorCode::ClosedByAdmin => "closed_by_admin",
+            ErrorCode::NotFound => "not_found",
         }
     }
 
@@ -96,6 +105,9 @@ impl ErrorCode {
             ErrorCode::KafkaError => 502,
             ErrorCode::KafkaUnavailable => 503,
             ErrorCode::ShuttingDown => 503,
+            // Only ever a close code (4410): "gone", the session was ended on purpose.
+            ErrorCode::ClosedByAdmin => 410,
+            ErrorCode::NotFound => 404,
         }
     }
 
@@ -105,6 +117,8 @@ impl ErrorCode {
             ErrorCode::ShuttingDown => 1001,
             // 4404 for both unknown topic and partition would hide which; partitions get 4405.
             ErrorCode::UnknownPartition => 4405,
+            // Only answered over HTTP (the admin API); distinct from 4404 and 4405 all the same.
+            ErrorCode::NotFound => 4406,
             other => 4000 + other.http_status(),
         }
     }

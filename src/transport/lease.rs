@@ -101,18 +101,31 @@ impl Keeper {
 pub struct Guarded<S> {
     ws: S,
     keeper: Option<Keeper>,
+    /// An operator's close request (`POST /admin/sessions/{id}/close`): resolves with the error
+    /// the session closes with (`closed_by_admin`, 4410).
+    closer: Option<Closer>,
     /// An answer to an auth frame, waiting for room in the socket. While it waits no further
     /// frame is read, so a client cannot queue answers without bound.
     out: Option<Message>,
 }
+
+/// What ends a socket from outside (an operator's close request).
+pub type Closer = Pin<Box<dyn Future<Output = ProtocolError> + Send>>;
 
 impl<S> Guarded<S> {
     pub fn new(ws: S, lease: Option<Box<dyn Lease>>) -> Self {
         Guarded {
             ws,
             keeper: lease.map(Keeper::new),
+            closer: None,
             out: None,
         }
+    }
+
+    /// Also ends the socket when `closer` resolves.
+    pub fn with_closer(mut self, closer: Closer) -> Self {
+        self.closer = Some(closer);
+        self
     }
 }
 
@@ -136,6 +149,10 @@ impl<S: Socket> Stream for Guarded<S> {
 
     fn poll_next(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Option<Self::Item>> {
         let this = self.get_mut();
+        if let Some(Poll::Ready(e)) = this.closer.as_mut().map(|c| c.as_mut().poll(cx)) {
+            this.closer = None;
+            return Poll::Ready(Some(Err(axum::Error::new(Ended(e)))));
+        }
         loop {
             if let Some(k) = &mut this.keeper {
                 match k.poll(cx) {

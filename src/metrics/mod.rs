@@ -1,64 +1,24 @@
 //! Counters, the live session registry behind `/metrics` and `/admin/sessions`, and the seed-style
 //! periodic stats log.
 //!
-//! Hot paths only touch per-session atomics; labels stay low-cardinality (no topic or group labels
-//! on Prometheus series; per-group detail is in the admin API and the stats log).
+//! Hot paths only touch per-session atomics; labels stay low-cardinality: no topic or group labels
+//! on Prometheus series except `kafka_proxy_group_lag`, bounded to `MAX_LAG_GROUPS` groups the
+//! proxy serves (per-group detail is in the admin API and the stats log).
 
 use std::collections::{BTreeMap, HashMap};
 use std::fmt::Write;
-use std::sync::atomic::{AtomicI64, AtomicU64, AtomicUsize, Ordering::Relaxed};
+use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use serde::Serialize;
 
-/// Per-session figures, shared between the session task and the registry.
-#[derive(Debug, Default)]
-pub struct SessionStats {
-    /// Records taken from Kafka.
-    pub received: AtomicU64,
-    /// Records written to the socket.
-    pub sent: AtomicU64,
-    /// Frames written to the socket.
-    pub frames: AtomicU64,
-    /// Bytes written to the socket.
-    pub bytes: AtomicU64,
-    /// Bytes the proxy holds for this session right now (frame being built, queued frames, records
-    /// held while paused). Bounded by `sessionBufferBytes`.
-    pub buffered_bytes: AtomicUsize,
-    /// Largest `buffered_bytes` seen.
-    pub buffered_bytes_max: AtomicUsize,
-    /// Records delivered and not yet acknowledged (ack mode).
-    pub unacked: AtomicUsize,
-    /// 1 while fetching is paused for backpressure.
-    pub paused: AtomicUsize,
-    /// Records produced and acknowledged by Kafka (produce sockets).
-    pub produced: AtomicU64,
-    /// Records that failed to produce.
-    pub produce_errors: AtomicU64,
-    /// Milliseconds since the Unix epoch of the last record delivered, 0 if none.
-    pub last_delivery_ms: AtomicI64,
-    /// 1 while a produce socket is not read because its principal is over its produce rate.
-    pub throttled: AtomicUsize,
-}
+/// Most groups `kafka_proxy_group_lag` has series for (docs/PROTOCOL.md, "Admin API"), so a
+/// client naming many groups cannot blow up the scrape.
+pub const MAX_LAG_GROUPS: usize = 100;
 
-impl SessionStats {
-    pub fn set_buffered(&self, bytes: usize) {
-        self.buffered_bytes.store(bytes, Relaxed);
-        self.buffered_bytes_max.fetch_max(bytes, Relaxed);
-    }
-}
-
-/// Static description of a session for the admin API.
-#[derive(Debug, Clone, Serialize)]
-pub struct SessionMeta {
-    pub kind: &'static str,
-    pub topics: Vec<String>,
-    pub group: Option<String>,
-    pub peer: String,
-    /// Who the session belongs to (`anonymous` without auth).
-    pub principal: String,
-}
+mod session;
+pub use session::{AssignedPartition, SessionMeta, SessionStats};
 
 struct Entry {
     meta: SessionMeta,
@@ -87,6 +47,9 @@ pub struct AccessCounters {
 #[derive(Default)]
 pub struct Metrics {
     next_id: AtomicU64,
+    /// `kafka_proxy_group_lag` rows from the last background refresh, and how many served
+    /// groups were left out by `MAX_LAG_GROUPS`.
+    group_lag: Mutex<(Vec<GroupLag>, usize)>,
     sessions: Mutex<HashMap<u64, Entry>>,
     pub connections_total: AtomicU64,
     pub rejected_total: AtomicU64,
@@ -137,6 +100,23 @@ pub struct SessionReport {
     pub throttled: bool,
     pub produced: u64,
     pub produce_errors: u64,
+    /// Records the client acknowledged (`commit=ack`).
+    pub acked: u64,
+    /// Partitions assigned now (consume and tail sessions).
+    pub assigned: Vec<AssignedPartition>,
+    /// Sum of the assigned partitions' known lags, filled in by the admin API from Kafka.
+    pub lag: Option<i64>,
+    /// An operator asked the session to close; it is closing.
+    pub closing: bool,
+}
+
+/// The lag of a group the proxy serves on one topic: the sum over the topic's partitions with a
+/// committed offset of high watermark minus that offset.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct GroupLag {
+    pub group: String,
+    pub topic: String,
+    pub lag: i64,
 }
 
 impl Metrics {
@@ -196,10 +176,44 @@ impl Metrics {
                 throttled: e.stats.throttled.load(Relaxed) > 0,
                 produced: e.stats.produced.load(Relaxed),
                 produce_errors: e.stats.produce_errors.load(Relaxed),
+                acked: e.stats.acked.load(Relaxed),
+                assigned: e.stats.assigned(),
+                lag: None,
+                closing: e.stats.closing(),
             })
             .collect();
         out.sort_by_key(|r| r.id);
         out
+    }
+
+    /// Asks session `id` to close with `reason`; `None` when no such session is open, else
+    /// whether this was the first request.
+    pub fn close_session(&self, id: u64, reason: String) -> Option<bool> {
+        let s = self.sessions.lock().ok()?;
+        Some(s.get(&id)?.stats.request_close(reason))
+    }
+
+    /// The groups sessions serve now, with their topics, by name.
+    pub fn served_groups(&self) -> BTreeMap<String, Vec<String>> {
+        let mut out: BTreeMap<String, Vec<String>> = BTreeMap::new();
+        if let Ok(s) = self.sessions.lock() {
+            for e in s.values() {
+                if let Some(g) = &e.meta.group {
+                    let topics = out.entry(g.clone()).or_default();
+                    topics.extend(e.meta.topics.iter().cloned());
+                    topics.sort();
+                    topics.dedup();
+                }
+            }
+        }
+        out
+    }
+
+    /// Replaces the `kafka_proxy_group_lag` series (`omitted`: served groups left out).
+    pub fn set_group_lag(&self, rows: Vec<GroupLag>, omitted: usize) {
+        if let Ok(mut g) = self.group_lag.lock() {
+            *g = (rows, omitted);
+        }
     }
 
     /// Prometheus text exposition.
@@ -352,7 +366,37 @@ impl Metrics {
             let n = by_kind.get(kind).copied().unwrap_or(0);
             let _ = writeln!(out, "kafka_proxy_sessions{{kind=\"{kind}\"}} {n}");
         }
+        self.render_group_lag(&mut out);
         out
+    }
+
+    fn render_group_lag(&self, out: &mut String) {
+        let Ok(g) = self.group_lag.lock() else {
+            return;
+        };
+        let _ = writeln!(
+            out,
+            "# HELP kafka_proxy_group_lag Records the group has not committed yet, per topic, \
+             for the groups the proxy serves (at most {MAX_LAG_GROUPS}; refreshed in the \
+             background).\n# TYPE kafka_proxy_group_lag gauge"
+        );
+        for r in &g.0 {
+            let _ = writeln!(
+                out,
+                "kafka_proxy_group_lag{{group=\"{}\",topic=\"{}\"}} {}",
+                label(&r.group),
+                label(&r.topic),
+                r.lag
+            );
+        }
+        let _ = writeln!(
+            out,
+            "# HELP kafka_proxy_group_lag_omitted_groups Served groups left out of \
+             kafka_proxy_group_lag by its bound.\n\
+             # TYPE kafka_proxy_group_lag_omitted_groups gauge\n\
+             kafka_proxy_group_lag_omitted_groups {}",
+            g.1
+        );
     }
 
     /// The seed's periodic stats: one log line per group and topic.
@@ -395,9 +439,81 @@ impl Metrics {
     }
 }
 
+/// A Prometheus label value: backslash, double quote and line feed escaped.
+fn label(v: &str) -> String {
+    let mut out = String::with_capacity(v.len());
+    for c in v.chars() {
+        match c {
+            '\\' => out.push_str("\\\\"),
+            '"' => out.push_str("\\\""),
+            '\n' => out.push_str("\\n"),
+            c => out.push(c),
+        }
+    }
+    out
+}
+
 pub fn now_ms() -> i64 {
     std::time::SystemTime::now()
         .duration_since(std::time::UNIX_EPOCH)
         .map(|d| d.as_millis() as i64)
         .unwrap_or(0)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn group_lag_series_are_escaped_and_replaced_whole() {
+        let m = Arc::new(Metrics::default());
+        m.set_group_lag(
+            vec![GroupLag {
+                group: "g\"1\\\n".into(),
+                topic: "t".into(),
+                lag: 42,
+            }],
+            3,
+        );
+        let text = m.render(true);
+        assert!(
+            text.contains("kafka_proxy_group_lag{group=\"g\\\"1\\\\\\n\",topic=\"t\"} 42"),
+            "{text}"
+        );
+        assert!(
+            text.contains("kafka_proxy_group_lag_omitted_groups 3"),
+            "{text}"
+        );
+        m.set_group_lag(Vec::new(), 0);
+        assert!(!m.render(true).contains("kafka_proxy_group_lag{"));
+    }
+
+    #[test]
+    fn sessions_can_be_closed_by_id_and_groups_are_listed() {
+        let m = Arc::new(Metrics::default());
+        let meta = |group: Option<&str>, topic: &str| SessionMeta {
+            kind: "consume",
+            topics: vec![topic.into()],
+            group: group.map(str::to_string),
+            peer: "127.0.0.1:1".into(),
+            principal: "anonymous".into(),
+        };
+        let a = m.register(meta(Some("g"), "t2"));
+        let _b = m.register(meta(Some("g"), "t1"));
+        let _c = m.register(meta(None, "t3"));
+        let id = m.sessions()[0].id;
+        assert_eq!(m.close_session(id, "bye".into()), Some(true));
+        assert_eq!(m.close_session(id, "bye".into()), Some(false));
+        assert!(a.stats.closing());
+        assert_eq!(m.close_session(9999, "bye".into()), None);
+        let served = m.served_groups();
+        assert_eq!(served.len(), 1);
+        assert_eq!(served["g"], vec!["t1".to_string(), "t2".to_string()]);
+        drop(a);
+        assert_eq!(
+            m.close_session(id, "bye".into()),
+            None,
+            "gone with its session"
+        );
+    }
 }
