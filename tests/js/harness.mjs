@@ -69,10 +69,10 @@ async function freePort() {
   });
 }
 
-/** Starts target/release/kafka-proxy and waits until /healthz answers. */
-export async function startProxy(args = []) {
+/** Starts target/release/kafka-proxy and waits until /healthz answers; `port` reuses a port (a restart). */
+export async function startProxy(args = [], { port: fixedPort } = {}) {
   requireKafka();
-  const port = await freePort();
+  const port = fixedPort ?? await freePort();
   const bin = path.join(repo, 'target', 'release', 'kafka-proxy');
   const child = spawn(bin, ['--host', '127.0.0.1', '--ws-port', String(port), '--kafka', bootstrap, ...args], {
     stdio: ['ignore', 'pipe', 'pipe'],
