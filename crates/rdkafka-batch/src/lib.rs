@@ -166,45 +166,39 @@ impl Router {
     /// an unrouted partition would fetch into a queue nobody reads. Routing twice is harmless.
     /// Returns false when the queue is gone or librdkafka refused (a NUL byte in the name).
     pub fn route(&self, topic: &str, partition: i32) -> bool {
-        let Some(inner) = self.inner.upgrade() else {
-            return false;
-        };
-        let Ok(name) = CString::new(topic) else {
-            return false;
-        };
-        // SAFETY: `inner.rk` and `inner.queue` are live while `inner` is; the partition queue
-        // handle is destroyed right after forwarding (the forward holds its own reference).
-        unsafe {
-            let pq = rd::rd_kafka_queue_get_partition(inner.rk, name.as_ptr(), partition);
-            if pq.is_null() {
-                return false;
-            }
-            rd::rd_kafka_queue_forward(pq, inner.queue);
-            rd::rd_kafka_queue_destroy(pq);
-        }
-        true
+        self.forward(topic, partition, true)
     }
-}
 
-impl Router {
     /// Stops sending `topic`/`partition` here: call it when the partition is revoked, before
     /// it is unassigned. librdkafka's maintainers advise it for forwarded partition queues
     /// (librdkafka#1335): a forward left on a stopped partition can keep a later assignment of
     /// it from delivering. Returns false when the queue is gone or the name has a NUL byte.
     pub fn unroute(&self, topic: &str, partition: i32) -> bool {
+        self.forward(topic, partition, false)
+    }
+
+    /// Forwards the partition's queue to this queue (`on`), or removes its forward.
+    fn forward(&self, topic: &str, partition: i32, on: bool) -> bool {
         let Some(inner) = self.inner.upgrade() else {
             return false;
         };
         let Ok(name) = CString::new(topic) else {
             return false;
         };
-        // SAFETY: as in `route`; forwarding to NULL removes the forward.
+        let to = if on {
+            inner.queue
+        } else {
+            std::ptr::null_mut()
+        };
+        // SAFETY: `inner.rk` and `inner.queue` are live while `inner` is; the partition queue
+        // handle is destroyed right after forwarding (the forward holds its own reference);
+        // forwarding to NULL removes the forward.
         unsafe {
             let pq = rd::rd_kafka_queue_get_partition(inner.rk, name.as_ptr(), partition);
             if pq.is_null() {
                 return false;
             }
-            rd::rd_kafka_queue_forward(pq, std::ptr::null_mut());
+            rd::rd_kafka_queue_forward(pq, to);
             rd::rd_kafka_queue_destroy(pq);
         }
         true
