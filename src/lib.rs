@@ -21,13 +21,17 @@
 //!    timeout, socket cap, descriptors in reserve); `tls`, in-process TLS (rustls) with
 //!    certificate reload; `ws`, the one WebSocket driver: queued writes, pings, dead-peer and
 //!    stall detection, typed read errors, every end's close code; `sse`, the Server-Sent Events
-//!    driver (a response body fed from a queue); both are `Outbound`, what the use cases drive.
+//!    driver (a response body fed from a queue); both are `Outbound`, what the use cases drive;
+//!    `lease`, the socket wrapper (`Guarded`) that ends a session whose credential lapses or is
+//!    revoked (4401), renews it from in-band auth frames, and carries an operator's close.
 //! 5. [`flow`]: the use cases: `consume` (batching, window, backpressure), `ledger` (the ack
 //!    ledger, pure), `tail` (hub and shared readers), `sse` (consume and tail on an event
 //!    stream), `produce` (answer order and window; `produce::socket`, `produce::batch` for HTTP).
-//! 6. [`http`]: the only module that serves HTTP: router, the request gate (`gate`: limit ->
-//!    authenticate -> parse -> authorize -> upgrade), thin handlers per endpoint, `ops`
-//!    (healthz, readyz, metrics) and `admin` (the admin API and the group-lag refresh).
+//! 6. [`http`]: the only module that serves HTTP: router, `browser` (origin check, CORS, no
+//!    Basic challenge to a browser), the request gate (`gate`: limit -> authenticate -> parse ->
+//!    authorize -> upgrade), `tickets`, `lease` (a session's credential for `transport::lease`),
+//!    thin handlers per endpoint, `ops` (healthz, readyz, metrics) and `admin` (the admin API and
+//!    the group-lag refresh).
 //!
 //! Records flow one way: Kafka -> `kafka::consumer` -> `flow::consume` or `flow::tail` ->
 //! `protocol` encoder -> `transport::ws` or `transport::sse` -> client; and socket ->
