@@ -163,3 +163,67 @@ async fn windows_are_reserved_from_one_budget_of_unacknowledged_records() {
     }
     proxy.stop().await;
 }
+
+/// `maxTailReaders`: with 3 topics followed, a socket on a 4th is refused with 429 while more
+/// sockets on a followed topic still join its reader; once a topic's last socket leaves, its
+/// reader ends and the 4th topic can be followed.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn live_tail_readers_are_capped_by_max_tail_readers() {
+    const MOST: usize = 3;
+    let mut topics = Vec::new();
+    for _ in 0..=MOST {
+        topics.push(common::topic("tail-cap", 1).await);
+    }
+    let proxy = Proxy::start_with(|c| c.max_tail_readers = MOST).await;
+    let tail = |t: &str| format!("/v1/tail?topic={t}");
+    let assigned = |mut ws: common::Ws| async move {
+        let v: serde_json::Value =
+            serde_json::from_str(&common::next_text(&mut ws, Duration::from_secs(20)).await)
+                .expect("JSON frame");
+        assert_eq!(v["type"], "assigned", "{v}");
+        ws
+    };
+    let mut followed = Vec::new();
+    for t in &topics[..MOST] {
+        followed.push(assigned(proxy.connect(&tail(t)).await).await);
+    }
+    // Joining a running reader takes no new one.
+    let (status, body) = upgrade_status(&proxy, &tail(&topics[1])).await;
+    assert_eq!(status, 101, "{body}");
+    for path in [
+        tail(&topics[MOST]),
+        // Another encoding of a followed topic is a reader of its own.
+        format!("{}&encoding=base64", tail(&topics[1])),
+    ] {
+        let (status, body) = upgrade_status(&proxy, &path).await;
+        assert_eq!(status, 429, "{path}: {body}");
+        assert!(
+            body.contains("limit_reached") && body.contains("maxTailReaders = 3"),
+            "{body}"
+        );
+    }
+    // The first topic's only socket leaves: its reader stops and frees its place.
+    common::close(followed.remove(0)).await;
+    let deadline = Instant::now() + Duration::from_secs(10);
+    let fourth = loop {
+        match tokio_tungstenite::connect_async(proxy.url(&tail(&topics[MOST]))).await {
+            Ok((ws, _)) => break ws,
+            Err(e) => assert!(
+                Instant::now() < deadline,
+                "the reader's place was never freed: {e}"
+            ),
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    };
+    let mut fourth = assigned(fourth).await;
+    common::produce(&topics[MOST], 0, &[b"fourth"]).await;
+    let v: serde_json::Value =
+        serde_json::from_str(&common::next_text(&mut fourth, Duration::from_secs(20)).await)
+            .expect("JSON frame");
+    assert_eq!(v["records"][0]["value"], "fourth", "{v}");
+    common::close(fourth).await;
+    for ws in followed {
+        common::close(ws).await;
+    }
+    proxy.stop().await;
+}

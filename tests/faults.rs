@@ -700,3 +700,105 @@ async fn commit_as(group: &str, topic: &str, partition: i32, next: i64) {
     .await
     .expect("commit task");
 }
+
+/// A member of `group` that speaks only the `cooperative-sticky` assignment protocol, which the
+/// proxy's sessions (librdkafka's default `range,roundrobin`) do not: Kafka refuses any session
+/// that tries to join beside it (INCONSISTENT_GROUP_PROTOCOL). Polled on its own thread until
+/// dropped; returns once it owns the topic's partitions.
+struct ForeignMember {
+    stop: std::sync::Arc<std::sync::atomic::AtomicBool>,
+    thread: Option<std::thread::JoinHandle<()>>,
+}
+
+impl ForeignMember {
+    async fn join(group: &str, topic: &str) -> ForeignMember {
+        let c: BaseConsumer = client_config()
+            .set("group.id", group)
+            .set("partition.assignment.strategy", "cooperative-sticky")
+            .set("session.timeout.ms", "6000")
+            .set("heartbeat.interval.ms", "500")
+            .create()
+            .expect("foreign member");
+        c.subscribe(&[topic]).expect("subscribe");
+        let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+        let (tx, rx) = tokio::sync::oneshot::channel();
+        let flag = stop.clone();
+        let thread = std::thread::spawn(move || {
+            let mut tx = Some(tx);
+            while !flag.load(std::sync::atomic::Ordering::Relaxed) {
+                let _ = c.poll(Duration::from_millis(100));
+                if c.assignment().is_ok_and(|a| a.count() > 0) {
+                    if let Some(tx) = tx.take() {
+                        let _ = tx.send(());
+                    }
+                }
+            }
+            c.unsubscribe();
+        });
+        tokio::time::timeout(T, rx)
+            .await
+            .expect("the foreign member owns the topic in time")
+            .expect("foreign member thread");
+        ForeignMember {
+            stop,
+            thread: Some(thread),
+        }
+    }
+}
+
+impl Drop for ForeignMember {
+    fn drop(&mut self) {
+        self.stop.store(true, std::sync::atomic::Ordering::Relaxed);
+        if let Some(t) = self.thread.take() {
+            let _ = t.join();
+        }
+    }
+}
+
+/// Fault 7, a group error: Kafka refusing a session's group join (here: another member of the
+/// group uses an assignment protocol the proxy does not) reached the session as a consumer
+/// error that was logged at debug, and the socket waited for an assignment forever. Now the
+/// client gets `kafka_error` (4502) naming the refusal, and the operator a warning.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn fault7_a_refused_group_join_closes_the_socket_and_warns() {
+    let topic = topic("faults-join", 1).await;
+    let group = unique("faults-join-g");
+    let member = ForeignMember::join(&group, &topic).await;
+    let bin = Bin::start(&[]).await;
+    let asked = Instant::now();
+    for path in [
+        format!("/v1/consume?topic={topic}&group={group}"),
+        format!("/?topic={topic}&consumerGroup={group}"),
+    ] {
+        let mut ws = bin.connect(&path).await;
+        if path.starts_with("/v1") {
+            let err = match next_json(&mut ws, T).await {
+                Ok(v) => v,
+                Err(e) => panic!("{path}: no error frame ({e}); log:\n{}", bin.log_tail()),
+            };
+            assert_eq!(
+                (err["type"].as_str(), err["code"].as_str()),
+                (Some("error"), Some("kafka_error")),
+                "{err}"
+            );
+        }
+        let (code, reason) = expect_close(&mut ws, T).await;
+        assert_eq!(code, 4502, "{path}: {reason}");
+        assert!(
+            reason.starts_with("kafka_error") && reason.contains("nconsistent group protocol"),
+            "{path}: close reason {reason:?}"
+        );
+        eprintln!(
+            "fault7 join: {path} closed {code} {reason:?} after {:.1}s",
+            asked.elapsed().as_secs_f64()
+        );
+    }
+    let log = std::fs::read_to_string(&bin.log).unwrap_or_default();
+    assert!(
+        log.lines()
+            .any(|l| l.contains("WARN") && l.contains("nconsistent group protocol")),
+        "no warning for the operator; log:\n{}",
+        bin.log_tail()
+    );
+    drop(member);
+}

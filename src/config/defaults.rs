@@ -17,6 +17,7 @@ pub const SESSION_BUFFER_BYTES: usize = 4 << 20;
 pub const MAX_FRAME_BYTES: usize = 1 << 20;
 pub const MAX_CONNECTIONS: usize = 20_000;
 pub const MAX_UNACKED_RECORDS: usize = 10_000_000;
+pub const MAX_TAIL_READERS: usize = 1000;
 /// 0 disables the stats log.
 pub const STATS_INTERVAL_SECS: u64 = 0;
 pub const SHUTDOWN_GRACE_SECS: u64 = 10;
@@ -47,6 +48,7 @@ pub fn shown(id: &str) -> Option<String> {
         "max_frame_bytes" => MAX_FRAME_BYTES.to_string(),
         "max_connections" => MAX_CONNECTIONS.to_string(),
         "max_unacked_records" => MAX_UNACKED_RECORDS.to_string(),
+        "max_tail_readers" => MAX_TAIL_READERS.to_string(),
         "stats_interval" => STATS_INTERVAL_SECS.to_string(),
         "shutdown_grace" => SHUTDOWN_GRACE_SECS.to_string(),
         "ping_interval" => PING_INTERVAL_SECS.to_string(),

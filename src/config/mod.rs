@@ -126,6 +126,9 @@ pub struct Config {
     /// answered (produce), summed over every socket. Each socket reserves its `window` from this
     /// budget when it opens; a socket that does not fit is refused with 429.
     pub max_unacked_records: usize,
+    /// Live-tail readers (one librdkafka client each, shared by every socket following the same
+    /// topic and encoding) running at once; a socket that would start one more gets 429.
+    pub max_tail_readers: usize,
     /// Interval of the seed-style per-group stats log; `None` disables it.
     pub stats_interval: Option<Duration>,
     /// How long shutdown waits for sessions to close and commit.
@@ -158,6 +161,7 @@ impl Default for Config {
             max_frame_bytes: defaults::MAX_FRAME_BYTES,
             max_connections: defaults::MAX_CONNECTIONS,
             max_unacked_records: defaults::MAX_UNACKED_RECORDS,
+            max_tail_readers: defaults::MAX_TAIL_READERS,
             stats_interval: stats_interval(defaults::STATS_INTERVAL_SECS),
             shutdown_grace: Duration::from_secs(defaults::SHUTDOWN_GRACE_SECS),
             ping_interval: Duration::from_secs(defaults::PING_INTERVAL_SECS),
@@ -229,6 +233,10 @@ pub struct Cli {
     /// window [maxUnackedRecords]
     #[arg(long = "max-unacked-records")]
     pub max_unacked_records: Option<usize>,
+    /// Most live-tail readers at once, each following one topic for all its sockets
+    /// [maxTailReaders]
+    #[arg(long = "max-tail-readers")]
+    pub max_tail_readers: Option<usize>,
     /// Seconds between per-group stats log lines; 0 disables [statsInterval]
     #[arg(long = "stats-interval")]
     pub stats_interval: Option<u64>,
@@ -272,6 +280,7 @@ struct FileConfig {
     max_frame_bytes: Option<usize>,
     max_connections: Option<usize>,
     max_unacked_records: Option<usize>,
+    max_tail_readers: Option<usize>,
     stats_interval: Option<u64>,
     shutdown_grace: Option<u64>,
     ping_interval: Option<u64>,
@@ -379,6 +388,12 @@ impl Config {
             file.max_unacked_records
         )
         .unwrap_or(defaults::MAX_UNACKED_RECORDS);
+        let max_tail_readers = pick!(
+            cli.max_tail_readers,
+            "MAX_TAIL_READERS",
+            file.max_tail_readers
+        )
+        .unwrap_or(defaults::MAX_TAIL_READERS);
         let stats_secs: u64 = pick!(cli.stats_interval, "STATS_INTERVAL", file.stats_interval)
             .unwrap_or(defaults::STATS_INTERVAL_SECS);
         let grace_secs: u64 = pick!(cli.shutdown_grace, "SHUTDOWN_GRACE", file.shutdown_grace)
@@ -459,6 +474,9 @@ impl Config {
         if max_unacked_records == 0 {
             return Err(bad("maxUnackedRecords", "must be at least 1"));
         }
+        if max_tail_readers == 0 {
+            return Err(bad("maxTailReaders", "must be at least 1"));
+        }
         if ping_secs == 0 {
             return Err(bad("pingInterval", "must be at least 1"));
         }
@@ -510,6 +528,7 @@ impl Config {
             max_frame_bytes,
             max_connections,
             max_unacked_records,
+            max_tail_readers,
             stats_interval: stats_interval(stats_secs),
             shutdown_grace: Duration::from_secs(grace_secs),
             ping_interval: Duration::from_secs(ping_secs),
@@ -642,6 +661,10 @@ mod tests {
         assert!(e.to_string().contains("group.id"), "{e}");
         let e = load(&["--partition=-1"], &[]).unwrap_err();
         assert!(e.to_string().contains("partition"), "{e}");
+        let e = load(&["--max-tail-readers", "0"], &[]).unwrap_err();
+        assert!(e.to_string().contains("maxTailReaders"), "{e}");
+        let c = load(&[], &[("KAFKA_PROXY_MAX_TAIL_READERS", "7")]).unwrap();
+        assert_eq!(c.max_tail_readers, 7);
     }
 
     #[test]

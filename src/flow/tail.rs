@@ -36,10 +36,6 @@ pub const RING: usize = 256;
 /// buffer as large as the largest frame it sent.
 pub const FRAME_BYTES: usize = 16 * 1024;
 
-/// Live-tail readers (each a librdkafka client with its own threads and broker connections)
-/// running at once; a socket that would start one more is refused with `limit_reached`.
-pub const MAX_READERS: usize = 1000;
-
 /// One published frame: encoded once, shared by every socket (cloning is a reference count).
 #[derive(Clone)]
 enum Event {
@@ -182,11 +178,16 @@ impl Hub {
     }
 
     async fn start(&self, key: Key, enc: Encoding) -> Result<Arc<ReaderHandle>, ProtocolError> {
+        // Each reader is a librdkafka client with its own threads and broker connections.
+        let most = self.kafka.config().max_tail_readers;
         let running = self.readers.lock().map(|m| m.len()).unwrap_or(0);
-        if running >= MAX_READERS {
+        if running >= most {
             return Err(ProtocolError::new(
                 ErrorCode::LimitReached,
-                format!("too many live-tail readers ({running} topics are followed; at most {MAX_READERS})"),
+                format!(
+                    "too many live-tail readers ({running} topics are followed; \
+                     maxTailReaders = {most}); retry later"
+                ),
             ));
         }
         let (reader, fetch, starts, events) = Reader::open_tail(&self.kafka, &key.0).await?;

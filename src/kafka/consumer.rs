@@ -262,26 +262,57 @@ impl ConsumerContext for SessionContext {
 }
 
 /// Consumer errors that end a session or a tail reader; librdkafka retries the rest (transient
-/// broker hiccups), which are only logged.
+/// broker hiccups), which are only logged. Every error that ends one is a warning for the
+/// operator: the client sees it as an error frame and close code.
 pub fn consumer_error(e: &KafkaError) -> Option<ProtocolError> {
     use rdkafka::error::RDKafkaErrorCode as C;
-    match e.rdkafka_error_code() {
-        Some(C::UnknownTopicOrPartition) | Some(C::UnknownTopic) => Some(ProtocolError::new(
-            ErrorCode::UnknownTopic,
-            format!("topic went away: {e}"),
-        )),
-        Some(C::TopicAuthorizationFailed) | Some(C::GroupAuthorizationFailed) => Some(
-            ProtocolError::new(ErrorCode::Forbidden, format!("Kafka refused: {e}")),
+    let ended = match e.rdkafka_error_code() {
+        Some(C::UnknownTopicOrPartition) | Some(C::UnknownTopic) => {
+            ProtocolError::new(ErrorCode::UnknownTopic, format!("topic went away: {e}"))
+        }
+        Some(C::TopicAuthorizationFailed) | Some(C::GroupAuthorizationFailed) => {
+            ProtocolError::new(ErrorCode::Forbidden, format!("Kafka refused: {e}"))
+        }
+        Some(code) if group_refusal(code) => ProtocolError::new(
+            ErrorCode::KafkaError,
+            format!("Kafka refused the group join: {}", description(code)),
         ),
         Some(C::AllBrokersDown) => {
             tracing::warn!(error = %e, "all brokers down; librdkafka keeps retrying");
-            None
+            return None;
         }
         _ => {
             tracing::debug!(error = %e, "consumer error");
-            None
+            return None;
         }
-    }
+    };
+    tracing::warn!(code = ended.code.name(), reason = %ended.message, "Kafka ended a read");
+    Some(ended)
+}
+
+/// Group errors Kafka answers a join with that librdkafka only retries, every few seconds, for
+/// as long as the cause lasts (another member speaks an assignment protocol this one does not,
+/// the group is full, ...): the session would wait for an assignment that never comes.
+fn group_refusal(code: RDKafkaErrorCode) -> bool {
+    use rdkafka::error::RDKafkaErrorCode as C;
+    matches!(
+        code,
+        C::InconsistentGroupProtocol
+            | C::InvalidGroupId
+            | C::GroupMaxSizeReached
+            | C::InvalidSessionTimeout
+            | C::FencedInstanceId
+            | C::Fatal
+    )
+}
+
+/// librdkafka's description of an error code: `Display` is "Name (description)".
+fn description(code: RDKafkaErrorCode) -> String {
+    let shown = code.to_string();
+    shown
+        .strip_prefix(&format!("{code:?} ("))
+        .and_then(|d| d.strip_suffix(')'))
+        .map_or(shown.clone(), str::to_string)
 }
 
 /// A partition's read error that reached only librdkafka's log. librdkafka puts such errors
@@ -298,10 +329,7 @@ fn routed_fault(line: &str) -> Option<ProtocolError> {
     ]
     .into_iter()
     .find_map(|code| {
-        // `Display` is "Name (description)": keep "(description)".
-        let shown = code.to_string();
-        let described = shown.strip_prefix(&format!("{code:?} "))?;
-        if line.ends_with(described) {
+        if line.ends_with(&format!("({})", description(code))) {
             consumer_error(&KafkaError::MessageConsumption(code))
         } else {
             None
@@ -530,6 +558,147 @@ impl Fetch {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use rdkafka::config::ClientConfig;
+
+    /// A session consumer that never connects (nothing listens on port 1): its rebalance hooks
+    /// are called directly, as librdkafka would, with what no broker can be made to send.
+    fn session() -> (
+        Arc<BaseConsumer<SessionContext>>,
+        mpsc::UnboundedReceiver<RebalanceEvent>,
+    ) {
+        let (tx, rx) = mpsc::unbounded_channel();
+        let plan = StartPlan {
+            partitions: Vec::new(),
+            first_offsets: HashMap::new(),
+        };
+        let ctx = SessionContext::new(&plan, Some(tx), LogContext::default());
+        let c = ClientConfig::new()
+            .set("bootstrap.servers", "127.0.0.1:1")
+            .set("group.id", "kafka-proxy-unit")
+            .set_log_level(RDKafkaLogLevel::Emerg)
+            .create_with_context(ctx)
+            .expect("consumer");
+        (Arc::new(c), rx)
+    }
+
+    /// Warnings logged on this thread while `f` runs.
+    fn warnings(f: impl FnOnce()) -> String {
+        #[derive(Clone, Default)]
+        struct Buf(Arc<Mutex<Vec<u8>>>);
+        impl std::io::Write for Buf {
+            fn write(&mut self, b: &[u8]) -> std::io::Result<usize> {
+                self.0.lock().expect("log buffer").extend_from_slice(b);
+                Ok(b.len())
+            }
+            fn flush(&mut self) -> std::io::Result<()> {
+                Ok(())
+            }
+        }
+        let buf = Buf::default();
+        let out = buf.clone();
+        let sub = tracing_subscriber::fmt()
+            .with_max_level(tracing::Level::WARN)
+            .with_ansi(false)
+            .with_writer(move || out.clone())
+            .finish();
+        tracing::subscriber::with_default(sub, f);
+        let text = buf.0.lock().expect("log buffer").clone();
+        String::from_utf8_lossy(&text).into_owned()
+    }
+
+    fn failure(rx: &mut mpsc::UnboundedReceiver<RebalanceEvent>) -> String {
+        match rx.try_recv() {
+            Ok(RebalanceEvent::Failed(reason)) => reason,
+            other => panic!("expected a failure event, got {other:?}"),
+        }
+    }
+
+    // No broker can make librdkafka 2.12 fail an assign of the partitions it hands to the
+    // rebalance callback (it only ever passes a valid, duplicate-free list): a list with a
+    // duplicate is what makes `assign` fail here.
+    #[test]
+    fn a_failed_assign_is_a_failure_and_a_warning_not_assigned() {
+        let (c, mut rx) = session();
+        let mut tpl = TopicPartitionList::new();
+        tpl.add_partition("t", 0);
+        tpl.add_partition("t", 0);
+        let logged = warnings(|| {
+            c.context().rebalance(
+                c.as_ref(),
+                RDKafkaRespErr::RD_KAFKA_RESP_ERR__ASSIGN_PARTITIONS,
+                &mut tpl,
+            )
+        });
+        let reason = failure(&mut rx);
+        assert!(reason.starts_with("assign failed"), "{reason}");
+        assert!(
+            rx.try_recv().is_err(),
+            "no `assigned` after a failed assign"
+        );
+        assert!(
+            logged.contains("WARN") && logged.contains("assign failed"),
+            "{logged}"
+        );
+    }
+
+    // librdkafka 2.12 calls the rebalance callback with assign or revoke only; rust-rdkafka still
+    // has an error case, kept here as a failure of the session rather than a silent unassign.
+    #[test]
+    fn a_rebalance_error_is_a_failure_and_a_warning() {
+        let (c, mut rx) = session();
+        let mut tpl = TopicPartitionList::new();
+        tpl.add_partition("t", 0);
+        let logged = warnings(|| {
+            c.context().rebalance(
+                c.as_ref(),
+                RDKafkaRespErr::RD_KAFKA_RESP_ERR__FAIL,
+                &mut tpl,
+            )
+        });
+        let reason = failure(&mut rx);
+        assert!(reason.starts_with("rebalance failed"), "{reason}");
+        assert!(
+            logged.contains("WARN") && logged.contains("rebalance error"),
+            "{logged}"
+        );
+    }
+
+    // A route fails only when the session's fetch queue is gone (or for a topic name with a NUL
+    // byte, which Kafka's names never have).
+    #[test]
+    fn a_failed_route_is_a_failure_and_a_warning() {
+        let (c, mut rx) = session();
+        let fetch = FetchQueue::new(c.clone());
+        c.context().set_router(fetch.router());
+        drop(fetch);
+        let logged = warnings(|| c.context().route(&[("t".to_string(), 3)]));
+        let reason = failure(&mut rx);
+        assert!(reason.contains("t/3 could not be routed"), "{reason}");
+        assert!(
+            logged.contains("WARN") && logged.contains("not routed"),
+            "{logged}"
+        );
+    }
+
+    #[test]
+    fn a_refused_group_join_ends_the_read_with_its_reason() {
+        let refused = KafkaError::MessageConsumption(RDKafkaErrorCode::InconsistentGroupProtocol);
+        let mut e = None;
+        let logged = warnings(|| e = consumer_error(&refused));
+        let e = e.expect("a refused join ends the session");
+        assert_eq!(e.code, ErrorCode::KafkaError);
+        assert_eq!(
+            e.message,
+            "Kafka refused the group join: Broker: Inconsistent group protocol"
+        );
+        assert!(
+            logged.contains("WARN") && logged.contains("Inconsistent"),
+            "{logged}"
+        );
+        // Transient errors stay librdkafka's to retry.
+        let transient = KafkaError::MessageConsumption(RDKafkaErrorCode::BrokerTransportFailure);
+        assert!(consumer_error(&transient).is_none());
+    }
 
     #[test]
     fn read_errors_only_logged_by_librdkafka_are_recognised() {

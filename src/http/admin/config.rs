@@ -60,6 +60,7 @@ pub fn effective(c: &Config) -> Value {
         "maxFrameBytes": c.max_frame_bytes,
         "maxConnections": c.max_connections,
         "maxUnackedRecords": c.max_unacked_records,
+        "maxTailReaders": c.max_tail_readers,
         "statsInterval": c.stats_interval.map_or(0, |d| d.as_secs()),
         "shutdownGrace": c.shutdown_grace.as_secs(),
         "pingInterval": c.ping_interval.as_secs(),
