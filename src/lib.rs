@@ -30,9 +30,10 @@
 //!    stream), `produce` (answer order and window; `produce::socket`, `produce::batch` for HTTP).
 //! 6. [`http`]: the only module that serves HTTP: router, `browser` (origin check, CORS, no
 //!    Basic challenge to a browser), the request gate (`gate`: limit -> authenticate -> parse ->
-//!    authorize -> upgrade), `tickets`, `lease` (a session's credential and close request for `transport::lease`),
-//!    thin handlers per endpoint, `ops` (healthz, readyz, metrics) and `admin` (the admin API and
-//!    the group-lag refresh).
+//!    authorize -> upgrade), `tickets`, `lease` (a session's credential and close request for
+//!    `transport::lease`), thin handlers per endpoint, `ops` (healthz, readyz, metrics), `admin`
+//!    (the admin API and the group-lag refresh) and `console` (the browser console's page and
+//!    files, compiled in; the page's own code is `http/console/`, plain HTML, CSS and JavaScript).
 //!
 //! Records flow one way: Kafka -> `kafka::consumer` -> `flow::consume` or `flow::tail` ->
 //! `protocol` encoder -> `transport::ws` or `transport::sse` -> client; and socket ->

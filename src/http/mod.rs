@@ -1,11 +1,13 @@
 //! The HTTP surface, the only module that serves HTTP: the router, the request gate (`gate`),
-//! one thin handler per endpoint, operations (`ops`) and the admin API (`admin`).
+//! one thin handler per endpoint, operations (`ops`), the admin API (`admin`) and the browser
+//! console's embedded page (`console`).
 //!
 //! Errors before the upgrade are an HTTP status with a JSON body; after it, sessions report them
 //! with an error frame and/or a 4xxx close code (see `protocol::ErrorCode`).
 
 pub mod admin;
 pub mod browser;
+pub mod console;
 pub mod consume;
 pub mod gate;
 pub mod lease;
@@ -192,6 +194,9 @@ pub fn router(state: AppState) -> Router {
         .route("/admin/groups", get(admin::kafka::groups))
         .route("/admin/groups/{group}", get(admin::kafka::group))
         .route("/v1/tickets", post(tickets::issue))
+        .route("/console", get(console::page))
+        .route("/console/", get(console::page))
+        .route("/console/{asset}", get(console::asset))
         .layer(axum::middleware::from_fn_with_state(
             state.clone(),
             browser::guard,

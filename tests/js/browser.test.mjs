@@ -12,17 +12,7 @@ import os from 'node:os';
 import path from 'node:path';
 import puppeteer from 'puppeteer-core';
 import WebSocket from 'ws';
-import { startProxy, createTopicAsync, consoleProduce, groupOffsets, unique, repo } from './harness.mjs';
-
-const CHROMIUM = '/usr/bin/chromium';
-const CHROMIUM_ARGS = [
-  '--headless=new', '--no-sandbox', '--disable-gpu', '--disable-quic', '--no-first-run',
-  '--disable-background-networking', '--disable-component-update', '--disable-sync',
-  // Only 127.0.0.1 resolves and everything else goes to a dead proxy (loopback bypasses it), so
-  // the browser cannot reach the internet even by accident.
-  '--host-resolver-rules=MAP * ~NOTFOUND , EXCLUDE 127.0.0.1',
-  '--proxy-server=http://127.0.0.1:9',
-];
+import { startProxy, createTopicAsync, consoleProduce, groupOffsets, unique, repo, CHROMIUM, CHROMIUM_ARGS } from './harness.mjs';
 const ARTIFACTS = path.join(repo, 'target', 'browser-artifacts');
 const USER = 'browser';
 const PASSWORD = `pw-${crypto.randomBytes(12).toString('hex')}`;

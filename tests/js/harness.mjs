@@ -1,7 +1,9 @@
 // Shared helpers for the real-client tests: a release proxy subprocess, Kafka's own CLI tools
 // (through scripts/kafka) for topics and producing, and unique names per test.
 import { spawn, execFile, execFileSync } from 'node:child_process';
+import fs from 'node:fs';
 import net from 'node:net';
+import os from 'node:os';
 import path from 'node:path';
 import { fileURLToPath } from 'node:url';
 
@@ -98,4 +100,45 @@ export async function startProxy(args = [], { port: fixedPort } = {}) {
       return new Promise((resolve) => child.on('exit', (code) => resolve(code)));
     },
   };
+}
+
+/** Debian's chromium (scripts/test installs the package), driven through puppeteer-core. */
+export const CHROMIUM = '/usr/bin/chromium';
+export const CHROMIUM_ARGS = [
+  '--headless=new', '--no-sandbox', '--disable-gpu', '--disable-quic', '--no-first-run',
+  '--disable-background-networking', '--disable-component-update', '--disable-sync',
+  // Only 127.0.0.1 resolves and everything else goes to a dead proxy (loopback bypasses it), so
+  // the browser cannot reach the internet even by accident.
+  '--host-resolver-rules=MAP * ~NOTFOUND , EXCLUDE 127.0.0.1',
+  '--proxy-server=http://127.0.0.1:9',
+];
+
+/** Launches chromium with a fresh profile; `close()` ends it and removes the profile. */
+export async function launchChromium(puppeteer) {
+  const userDataDir = fs.mkdtempSync(path.join(os.tmpdir(), 'kp-chromium-'));
+  try {
+    const browser = await puppeteer.launch({ executablePath: CHROMIUM, userDataDir, headless: true,
+      args: CHROMIUM_ARGS, timeout: 20000 });
+    return {
+      browser,
+      async close() {
+        await browser.close().catch(() => {});
+        fs.rmSync(userDataDir, { recursive: true, force: true });
+      },
+    };
+  } catch (e) {
+    fs.rmSync(userDataDir, { recursive: true, force: true });
+    throw new Error(`cannot launch chromium at ${CHROMIUM} (scripts/test installs Debian's chromium package): ${e.message}`);
+  }
+}
+
+/** Polls `check` every 50 ms until it returns something truthy (returned), or fails after `ms`. */
+export async function until(what, check, ms = 15000) {
+  const t = Date.now();
+  for (;;) {
+    const v = await check();
+    if (v) return v;
+    if (Date.now() - t > ms) throw new Error(`timed out waiting for ${what}`);
+    await new Promise((r) => setTimeout(r, 50));
+  }
 }
