@@ -23,14 +23,15 @@
 //!    certificate reload; `ws`, the one WebSocket driver: queued writes, pings, dead-peer and
 //!    stall detection, typed read errors, every end's close code; `sse`, the Server-Sent Events
 //!    driver (a response body fed from a queue); both are `Outbound`, what the use cases drive;
-//!    `lease`, the socket wrapper (`Guarded`) that ends a session whose credential lapses or is
-//!    revoked (4401), renews it from in-band auth frames, and carries an operator's close.
+//!    `lease`, what ends a connection from outside (`Watch`: a credential that lapses or is
+//!    revoked, 4401, and an operator's close, 4410), and the socket wrapper (`Guarded`) that
+//!    also renews the credential from in-band auth frames; `SseConn` polls its own `Watch`.
 //! 5. [`flow`]: the use cases: `consume` (batching, window, backpressure), `ledger` (the ack
 //!    ledger, pure), `tail` (hub and shared readers), `sse` (consume and tail on an event
 //!    stream), `produce` (answer order and window; `produce::socket`, `produce::batch` for HTTP).
 //! 6. [`http`]: the only module that serves HTTP: router, `browser` (origin check, CORS, no
 //!    Basic challenge to a browser), the request gate (`gate`: limit -> authenticate -> parse ->
-//!    authorize -> upgrade), `tickets`, `lease` (a session's credential for `transport::lease`),
+//!    authorize -> upgrade), `tickets`, `lease` (a session's credential and close request for `transport::lease`),
 //!    thin handlers per endpoint, `ops` (healthz, readyz, metrics) and `admin` (the admin API and
 //!    the group-lag refresh).
 //!

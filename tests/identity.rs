@@ -6,13 +6,13 @@
 
 mod common;
 
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::process::Command;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use base64::Engine;
-use common::{expect_close, http_request, topic, unique, Proxy};
+use common::{expect_close, http_request, topic, Dir, Proxy};
 use futures::StreamExt;
 use jsonwebtoken::jwk::{Jwk, JwkSet};
 use jsonwebtoken::{Algorithm, EncodingKey, Header};
@@ -28,33 +28,6 @@ const TOKEN: &str = "static-token-0123456789";
 const SECRET: &str = "hs256-secret-0123456789abcdef-0123456789";
 const ISSUER: &str = "https://issuer.test";
 const AUDIENCE: &str = "kafka-proxy";
-
-/// A directory of the test's own, removed at the end.
-struct Dir(PathBuf);
-
-impl Dir {
-    fn new(prefix: &str) -> Dir {
-        let d = std::env::temp_dir().join(unique(prefix));
-        std::fs::create_dir_all(&d).unwrap();
-        Dir(d)
-    }
-    fn path(&self, name: &str) -> PathBuf {
-        self.0.join(name)
-    }
-    /// Writes a file whole, by renaming a complete file over it (a new inode, as deploys do).
-    fn put(&self, name: &str, text: &str) -> PathBuf {
-        let tmp = self.path(&format!(".{name}.tmp"));
-        std::fs::write(&tmp, text).unwrap();
-        std::fs::rename(&tmp, self.path(name)).unwrap();
-        self.path(name)
-    }
-}
-
-impl Drop for Dir {
-    fn drop(&mut self) {
-        let _ = std::fs::remove_dir_all(&self.0);
-    }
-}
 
 fn openssl(dir: &Path, args: &[&str]) {
     let out = Command::new("openssl")
@@ -123,20 +96,6 @@ fn jwks(keys: &[&Jwk]) -> String {
         keys: keys.iter().map(|k| (*k).clone()).collect(),
     })
     .unwrap()
-}
-
-fn jwt_settings() -> Jwt {
-    Jwt {
-        jwks_file: None,
-        jwks_url: None,
-        secret_file: None,
-        issuer: Some(ISSUER.into()),
-        audience: Some(AUDIENCE.into()),
-        leeway: Duration::from_secs(30),
-        roles_claim: "roles".into(),
-        grants_claim: None,
-        jwks_refresh: Duration::from_secs(300),
-    }
 }
 
 fn basic(user_password: &str) -> String {
@@ -223,7 +182,7 @@ async fn every_credential_form_reaches_produce_and_consume() {
         c.security.jwt = Some(Jwt {
             jwks_file: Some(jwks_file),
             secret_file: Some(secret),
-            ..jwt_settings()
+            ..common::jwt_settings(ISSUER, AUDIENCE)
         });
     })
     .await;
@@ -500,7 +459,7 @@ async fn jwks_url_keys_rotate_without_a_restart() {
     let proxy = Proxy::start_with(|c| {
         c.security.jwt = Some(Jwt {
             jwks_url: Some(url),
-            ..jwt_settings()
+            ..common::jwt_settings(ISSUER, AUDIENCE)
         })
     })
     .await;

@@ -1,7 +1,9 @@
 //! Server-Sent Events (`GET /v1/sse`) against the real broker, at the protocol level: a raw
 //! HTTP client parses the event stream itself. For every mode (explicit partitions, a group with
 //! `commit=auto`, the live tail) a stream is read, dropped mid-way (or its proxy restarted) and
-//! resumed with the last id: the union of what was received has no gap and no duplicate.
+//! resumed with the last id: the union of what was received has no gap and no duplicate. Streams
+//! also end from outside, as sockets do: a lapsed JWT, a users or tokens file reload, an
+//! operator's close; and `/admin/sessions` shows their partitions and figures.
 
 mod common;
 
@@ -737,5 +739,352 @@ async fn a_stream_nobody_reads_stays_within_its_buffer_bound_then_delivers_every
         next += 1;
     }
     drop(s);
+    proxy.stop().await;
+}
+
+// --- The session's life from outside: credential lapse, revocation, an operator's close, and
+// what /admin/sessions shows of a stream.
+
+const ADMIN_PASSWORD: &str = "sse-admin-password";
+const JWT_SECRET: &str = "sse-hs256-secret-0123456789abcdef-0123";
+const ISSUER: &str = "https://issuer.test";
+const AUDIENCE: &str = "kafka-proxy";
+
+fn epoch_secs() -> u64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_secs()
+}
+
+/// An HS256 JWT for `sub` that expires at `exp` (seconds since the epoch).
+fn jwt(sub: &str, exp: u64) -> String {
+    let claims = serde_json::json!({"sub": sub, "iss": ISSUER, "aud": AUDIENCE, "exp": exp});
+    let key = jsonwebtoken::EncodingKey::from_secret(JWT_SECRET.as_bytes()).unwrap();
+    jsonwebtoken::encode(
+        &jsonwebtoken::Header::new(jsonwebtoken::Algorithm::HS256),
+        &claims,
+        &key,
+    )
+    .unwrap()
+}
+
+fn basic(user_password: &str) -> String {
+    use base64::Engine;
+    format!(
+        "Basic {}",
+        base64::engine::general_purpose::STANDARD.encode(user_password)
+    )
+}
+
+/// Reads a stream to its end: the `error` event it ended with (its data) and every `retry:`
+/// hint seen on the way. Fails when the stream sends no error within `within` or goes on after
+/// it.
+async fn read_to_error_end(s: &mut Sse, within: Duration) -> (Value, Vec<u64>) {
+    let deadline = Instant::now() + within;
+    let mut retries = Vec::new();
+    let error = loop {
+        let left = deadline.saturating_duration_since(Instant::now());
+        match s.next(left).await {
+            None => panic!("the stream ended without an error event"),
+            Some(Ev::Retry(ms)) => retries.push(ms),
+            Some(Ev::Event { event, data, .. }) if event == "error" => {
+                break serde_json::from_str::<Value>(&data).expect("error data is JSON");
+            }
+            Some(_) => {}
+        }
+    };
+    let after = s.next(Duration::from_secs(10)).await;
+    assert_eq!(after, None, "the response ends right after the error event");
+    (error, retries)
+}
+
+/// Asserts a stream stays open (sends nothing but comments, no end) for `d`.
+async fn stays_open(s: &mut Sse, d: Duration) {
+    let r = tokio::time::timeout(d, async {
+        loop {
+            match s.next(T).await {
+                Some(Ev::Comment(_)) => continue,
+                other => return other,
+            }
+        }
+    })
+    .await;
+    assert!(r.is_err(), "the stream should stay open: {r:?}");
+}
+
+/// `GET /admin/sessions` as the admin (the shared password), or without auth when `auth` is
+/// off.
+async fn admin_sessions(addr: SocketAddr, auth: bool) -> Vec<Value> {
+    let header = format!("basic {ADMIN_PASSWORD}");
+    let headers: Vec<(&str, &str)> = if auth {
+        vec![("Authorization", &header)]
+    } else {
+        vec![]
+    };
+    let (status, body) = http_request(addr, "GET", "/admin/sessions", &headers, b"").await;
+    assert_eq!(status, 200, "{body}");
+    let v: Value = serde_json::from_str(&body).unwrap();
+    v["sessions"].as_array().unwrap().clone()
+}
+
+/// Waits until `/admin/sessions` lists none: an ended stream's session goes once its consumer
+/// closed, moments after the response ended.
+async fn no_sessions_left(addr: SocketAddr, auth: bool) {
+    let deadline = Instant::now() + T;
+    loop {
+        let open = admin_sessions(addr, auth).await;
+        if open.is_empty() {
+            return;
+        }
+        assert!(Instant::now() < deadline, "sessions still open: {open:?}");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_lapsed_jwt_ends_the_stream_with_an_unauthorized_error_event() {
+    let dir = Dir::new("kp-sse-jwt");
+    let topic = topic("sse-jwt", 1).await;
+    produce_seq(&topic, 1, 0, 3).await;
+    let secret = dir.put("secret", &format!("{JWT_SECRET}\n"));
+    let proxy = Proxy::start_with(|c| {
+        c.auth = Some(kafka_proxy::config::Secret::new(ADMIN_PASSWORD));
+        c.security.jwt = Some(kafka_proxy::config::security::Jwt {
+            secret_file: Some(secret),
+            ..jwt_settings(ISSUER, AUDIENCE)
+        });
+    })
+    .await;
+    let exp = epoch_secs() + 4;
+    let bearer = format!("Bearer {}", jwt("svc-sse", exp));
+    let path = format!("/v1/sse?topic={topic}&partition=0&from=earliest");
+    // The two ways in: a ticket bought with the JWT (a browser), the JWT as a header (others).
+    let (status, body) = http_request(
+        proxy.addr,
+        "POST",
+        "/v1/tickets",
+        &[
+            ("Authorization", &bearer),
+            ("Content-Type", "application/json"),
+        ],
+        br#"{"path":"/v1/sse"}"#,
+    )
+    .await;
+    assert_eq!(status, 201, "{body}");
+    let ticket: Value = serde_json::from_str(&body).unwrap();
+    let with_ticket = format!(
+        "{path}&ticket={}",
+        urlencode(ticket["ticket"].as_str().unwrap())
+    );
+    let mut by_ticket = Sse::open(proxy.addr, &with_ticket, None)
+        .await
+        .expect("a ticket opens a stream");
+    let (mut by_header, _) = Sse::open_with(proxy.addr, &path, None, &[("Authorization", &bearer)])
+        .await
+        .expect("a bearer JWT opens a stream");
+    for s in [&mut by_ticket, &mut by_header] {
+        exactly_once(&s.records(3).await, 1, 3);
+    }
+    for s in [&mut by_ticket, &mut by_header] {
+        let (error, _) = read_to_error_end(s, Duration::from_secs(20)).await;
+        let ended = epoch_secs();
+        assert_eq!(error["code"], "unauthorized", "{error}");
+        let message = error["message"].as_str().unwrap();
+        assert!(message.contains("credential expired"), "{message}");
+        assert!(
+            !message.contains("\"type\":\"auth\""),
+            "an event stream cannot renew in-band: {message}"
+        );
+        assert!(
+            ended >= exp && ended <= exp + 3,
+            "ended at {ended}, the JWT expired at {exp}"
+        );
+    }
+    no_sessions_left(proxy.addr, true).await;
+    proxy.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_reload_that_drops_the_user_or_token_ends_its_streams() {
+    const TOKEN: &str = "sse-static-token-0123456789";
+    let dir = Dir::new("kp-sse-revoke");
+    let topic = topic("sse-revoke", 1).await;
+    let alice = format!("alice:{}", bcrypt::hash("alice-pw", 4).unwrap());
+    let bob_entry = format!("bob:{}", bcrypt::hash("bob-pw", 4).unwrap());
+    let users = dir.put("users", &format!("{alice}\n{bob_entry}\n"));
+    let tokens = dir.put("tokens", &format!("ci:{TOKEN}\n"));
+    let proxy = Proxy::start_with(|c| {
+        c.auth = Some(kafka_proxy::config::Secret::new(ADMIN_PASSWORD));
+        c.security.users_file = Some(users);
+        c.security.tokens_file = Some(tokens);
+    })
+    .await;
+    let consume = format!("/v1/sse?topic={topic}&partition=0&from=latest");
+    let live = format!("/v1/sse?topic={topic}&live");
+    let open = |path: String, auth: String| {
+        let addr = proxy.addr;
+        async move {
+            let (mut s, _) = Sse::open_with(addr, &path, None, &[("Authorization", &auth)])
+                .await
+                .expect("stream");
+            let (event, _, _) = s.event(T).await.expect("assigned");
+            assert_eq!(event, "assigned");
+            s
+        }
+    };
+    let alice_auth = basic("alice:alice-pw");
+    let mut alice_consume = open(consume.clone(), alice_auth.clone()).await;
+    let mut alice_live = open(live.clone(), alice_auth).await;
+    let mut bob = open(consume.clone(), basic("bob:bob-pw")).await;
+    let mut ci = open(live.clone(), format!("Bearer {TOKEN}")).await;
+
+    // alice leaves the users file; bob's line stays as it was.
+    let started = Instant::now();
+    dir.put("users", &format!("# alice left\n{bob_entry}\n"));
+    for s in [&mut alice_consume, &mut alice_live] {
+        let (error, _) = read_to_error_end(s, Duration::from_secs(15)).await;
+        assert_eq!(error["code"], "unauthorized", "{error}");
+        assert_eq!(error["message"], "credential revoked", "{error}");
+    }
+    assert!(
+        started.elapsed() < Duration::from_secs(8),
+        "took {:?}",
+        started.elapsed()
+    );
+    stays_open(&mut bob, Duration::from_secs(1)).await;
+    stays_open(&mut ci, Duration::from_millis(100)).await;
+
+    // The token leaves the tokens file.
+    dir.put("tokens", "# no tokens\n");
+    let (error, _) = read_to_error_end(&mut ci, Duration::from_secs(15)).await;
+    assert_eq!(error["code"], "unauthorized", "{error}");
+    assert_eq!(error["message"], "credential revoked", "{error}");
+    stays_open(&mut bob, Duration::from_millis(500)).await;
+    let principals: Vec<String> = admin_sessions(proxy.addr, true)
+        .await
+        .iter()
+        .map(|s| s["principal"].as_str().unwrap_or("").to_string())
+        .collect();
+    assert_eq!(principals, vec!["user:bob".to_string()]);
+    proxy.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_admin_close_ends_the_stream_with_closed_by_admin_and_a_long_retry() {
+    let topic = topic("sse-close", 1).await;
+    produce_seq(&topic, 1, 0, 2).await;
+    let proxy = Proxy::start().await;
+    let consume = format!("/v1/sse?topic={topic}&partition=0&from=earliest");
+    let live = format!("/v1/sse?topic={topic}&live");
+    let mut a = Sse::open(proxy.addr, &consume, None).await.expect("stream");
+    a.records(2).await;
+    let mut b = Sse::open(proxy.addr, &live, None).await.expect("stream");
+    let (event, _, _) = b.event(T).await.expect("assigned");
+    assert_eq!(event, "assigned");
+    let sessions = admin_sessions(proxy.addr, false).await;
+    for (s, kind) in [(&mut a, "sse"), (&mut b, "sse-tail")] {
+        let id = sessions
+            .iter()
+            .find(|x| x["kind"] == kind)
+            .and_then(|x| x["id"].as_u64())
+            .unwrap_or_else(|| panic!("a {kind} session in {sessions:?}"));
+        let (status, body) = http_request(
+            proxy.addr,
+            "POST",
+            &format!("/admin/sessions/{id}/close"),
+            &[("Content-Type", "application/json")],
+            br#"{"reason":"maintenance"}"#,
+        )
+        .await;
+        assert_eq!(status, 202, "{body}");
+        let (error, retries) = read_to_error_end(s, Duration::from_secs(10)).await;
+        assert_eq!(error["code"], "closed_by_admin", "{error}");
+        assert_eq!(error["message"], "maintenance", "{error}");
+        // An EventSource reconnects by itself: told to wait 5 minutes first.
+        assert_eq!(retries, vec![300_000], "{kind}");
+    }
+    no_sessions_left(proxy.addr, false).await;
+    proxy.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn admin_sessions_shows_a_streams_partitions_delivered_and_acknowledged() {
+    let topic = topic("sse-figures", 2).await;
+    produce_seq(&topic, 2, 0, 5).await;
+    let proxy = Proxy::start().await;
+    let group = unique("sse-fig-g");
+    let by_partition = format!("/v1/sse?topic={topic}&partition=0,1&from=earliest");
+    let by_group = format!("/v1/sse?topic={topic}&group={group}&from=earliest");
+    let live = format!("/v1/sse?topic={topic}&live");
+    let mut a = Sse::open(proxy.addr, &by_partition, None)
+        .await
+        .expect("stream");
+    let mut g = Sse::open(proxy.addr, &by_group, None)
+        .await
+        .expect("stream");
+    exactly_once(&a.records(10).await, 2, 5);
+    exactly_once(&g.records(10).await, 2, 5);
+    let mut l = Sse::open(proxy.addr, &live, None).await.expect("stream");
+    let (event, _, _) = l.event(T).await.expect("assigned");
+    assert_eq!(event, "assigned");
+    produce_seq(&topic, 2, 5, 2).await;
+    exactly_once_from(&l.records(4).await, 2, 5, 2);
+    exactly_once_from(&a.records(4).await, 2, 5, 2);
+    exactly_once_from(&g.records(4).await, 2, 5, 2);
+    // (kind, group, records delivered, partitions with their position, or no positions)
+    let want: [(&str, Value, u64, bool); 3] = [
+        ("sse", Value::Null, 14, true),
+        ("sse", Value::String(group.clone()), 14, true),
+        ("sse-tail", Value::Null, 4, false),
+    ];
+    let deadline = Instant::now() + T;
+    loop {
+        let sessions = admin_sessions(proxy.addr, false).await;
+        let mismatch = want.iter().find_map(|(kind, group, sent, positions)| {
+            let s = sessions
+                .iter()
+                .find(|s| s["kind"] == *kind && s["group"] == *group)?;
+            let parts: Vec<(i64, Value, Value)> = s["assigned"]
+                .as_array()?
+                .iter()
+                .map(|a| {
+                    (
+                        a["partition"].as_i64().unwrap(),
+                        a["position"].clone(),
+                        a["lag"].clone(),
+                    )
+                })
+                .collect();
+            let want_parts: Vec<(i64, Value, Value)> = (0..2)
+                .map(|p| {
+                    if *positions {
+                        (p, Value::from(7), Value::from(0))
+                    } else {
+                        (p, Value::Null, Value::Null)
+                    }
+                })
+                .collect();
+            let ok = s["sent"] == *sent
+                && s["acked"] == *sent
+                && s["unacked"] == 0
+                && parts == want_parts
+                && (!*positions || s["lag"] == 0);
+            (!ok).then(|| s.clone())
+        });
+        let listed = want.iter().all(|(kind, group, _, _)| {
+            sessions
+                .iter()
+                .any(|s| s["kind"] == *kind && s["group"] == *group)
+        });
+        if listed && mismatch.is_none() {
+            break;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "sessions do not show the streams' figures: {mismatch:?} in {sessions:?}"
+        );
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
     proxy.stop().await;
 }

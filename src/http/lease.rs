@@ -1,15 +1,32 @@
-//! The credential lease of a session's socket (`transport::lease`): when the principal's
+//! The credential lease of a session's connection (`transport::lease`): when the principal's
 //! credential lapses (a JWT's `exp`), whether a reload revoked it, and how a fresh token sent
-//! in-band renews it. Here because it joins the authenticator (`access`) to the socket
-//! (`transport`).
+//! in-band renews it; and the [`session_watch`] every session's connection (socket or event
+//! stream) is ended by. Here because it joins the authenticator (`access`) and the session
+//! registry (`metrics`) to the connection (`transport`).
 
 use std::task::{Context, Poll};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use crate::access::authn::{Authenticator, Credential, Revocation};
 use crate::access::Principal;
+use crate::metrics::SessionStats;
 use crate::protocol::{ErrorCode, ProtocolError};
-use crate::transport::lease::{Lease, Renewal};
+use crate::transport::lease::{Lease, Renewable, Renewal, Watch};
+
+/// What ends a session's connection from outside: its principal's credential lapsing or being
+/// revoked (`unauthorized`), and an operator's close request (`closed_by_admin`, with the
+/// operator's reason).
+pub fn session_watch(
+    auth: &Authenticator,
+    principal: &Principal,
+    stats: &SessionStats,
+    renewable: Renewable,
+) -> Watch {
+    let requested = stats.close_requested();
+    let closer =
+        Box::pin(async move { ProtocolError::new(ErrorCode::ClosedByAdmin, requested.await) });
+    Watch::new(AuthLease::for_session(auth, principal), renewable).with_closer(closer)
+}
 
 /// A session's lease on its principal's credential.
 pub struct AuthLease {

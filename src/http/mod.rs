@@ -37,6 +37,7 @@ use crate::kafka::Kafka;
 use crate::metrics::Metrics;
 use crate::protocol::{ErrorCode, ProtocolError};
 use crate::shutdown::{SessionToken, Shutdown};
+use crate::transport::lease::Renewable;
 use crate::transport::listen::{self, Limits};
 use crate::transport::tls::Tls;
 use crate::transport::ws::Guarded;
@@ -211,7 +212,8 @@ pub struct Opening {
 
 /// Registers the session and runs `serve` on the socket once upgraded. The registry entry, the
 /// session slot and the drain token live exactly as long as `serve`, whatever the endpoint. The
-/// socket ends with 4401 when the principal's credential lapses or is revoked (`lease`).
+/// socket ends with 4401 when the principal's credential lapses or is revoked, and with 4410 on
+/// an operator's close request (`lease::session_watch`).
 pub fn open_session<F, Fut>(
     state: &AppState,
     ws: WebSocketUpgrade,
@@ -242,14 +244,10 @@ where
     });
     let token = state.token.clone();
     // A credential that lapses (a JWT) or that a reload removes or changes ends the session with
-    // 4401, unless the client renews it in-band.
-    let lease = lease::AuthLease::for_session(&state.auth, &principal);
+    // 4401, unless the client renews it in-band; an operator's close request ends it with 4410.
+    let watch = lease::session_watch(&state.auth, &principal, &guard.stats, Renewable::InBand);
     ws.on_upgrade(move |socket| async move {
-        // An operator's close request ends it too (`closed_by_admin`, 4410).
-        let requested = guard.stats.close_requested();
-        let closer =
-            Box::pin(async move { ProtocolError::new(ErrorCode::ClosedByAdmin, requested.await) });
-        let socket = Guarded::new(socket, lease).with_closer(closer);
+        let socket = Guarded::new(socket, watch);
         serve(socket, guard.stats.clone()).await;
         tracing::debug!(%peer, kind, "session ended");
         drop(guard);

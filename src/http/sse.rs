@@ -11,12 +11,14 @@ use axum::http::{header, HeaderValue, StatusCode};
 use axum::response::{IntoResponse, Response};
 
 use super::gate::{consume_wants, no_window, Admitted, Endpoint, Params, Slot};
+use super::lease::session_watch;
 use super::{AppState, HttpError};
 use crate::access::{Action, Resource};
 use crate::flow;
 use crate::metrics::SessionMeta;
 use crate::protocol::sse::{parse_sse, SseRequest};
 use crate::protocol::ProtocolError;
+use crate::transport::lease::Renewable;
 use crate::transport::sse::SseConn;
 use crate::transport::ws::stall_limit;
 
@@ -69,10 +71,6 @@ pub async fn v1_sse(
         permit,
     } = state.gate(&parts, q, endpoint).await?;
     let deps = state.deps();
-    let (conn, body) = SseConn::new(
-        state.config.ping_interval,
-        stall_limit(state.config.ping_interval),
-    );
     let refused = |e: ProtocolError| {
         state.metrics.reject();
         HttpError::from(e)
@@ -106,6 +104,22 @@ pub async fn v1_sse(
     // The registry entry, the session slot and the drain token live exactly as long as the
     // stream's task.
     let guard = state.metrics.register(meta);
+    // What the body handed to the connection is as acknowledged as an event stream gets.
+    guard.stats.acks_when_written();
+    // The stream ends with an `unauthorized` error event when the credential lapses or a reload
+    // revokes it (no in-band renewal: the client reconnects with a fresh credential), and with
+    // `closed_by_admin` on an operator's close request.
+    let watch = session_watch(
+        &state.auth,
+        &principal,
+        &guard.stats,
+        Renewable::ByReconnect,
+    );
+    let (conn, body) = SseConn::new(
+        state.config.ping_interval,
+        stall_limit(state.config.ping_interval),
+        watch,
+    );
     let token = state.token.clone();
     tokio::spawn(async move {
         let stats = guard.stats.clone();

@@ -100,7 +100,7 @@ pub struct SessionReport {
     pub throttled: bool,
     pub produced: u64,
     pub produce_errors: u64,
-    /// Records the client acknowledged (`commit=ack`).
+    /// Records the client acknowledged (`commit=ack`); for an event stream, records written.
     pub acked: u64,
     /// Partitions assigned now (consume and tail sessions).
     pub assigned: Vec<AssignedPartition>,
@@ -176,7 +176,7 @@ impl Metrics {
                 throttled: e.stats.throttled.load(Relaxed) > 0,
                 produced: e.stats.produced.load(Relaxed),
                 produce_errors: e.stats.produce_errors.load(Relaxed),
-                acked: e.stats.acked.load(Relaxed),
+                acked: e.stats.acked_records(),
                 assigned: e.stats.assigned(),
                 lag: None,
                 closing: e.stats.closing(),

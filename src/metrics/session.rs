@@ -1,7 +1,7 @@
 //! One session's live figures and state: counters, assigned partitions with delivered
 //! positions, and an operator's close request.
 
-use std::sync::atomic::{AtomicI64, AtomicU64, AtomicUsize, Ordering::Relaxed};
+use std::sync::atomic::{AtomicBool, AtomicI64, AtomicU64, AtomicUsize, Ordering::Relaxed};
 use std::sync::Mutex;
 
 use serde::Serialize;
@@ -37,6 +37,8 @@ pub struct SessionStats {
     pub throttled: AtomicUsize,
     /// Records the client acknowledged (`commit=ack` sockets).
     pub acked: AtomicU64,
+    /// Records written count as acknowledged: an event stream, whose client cannot acknowledge.
+    written_is_acked: AtomicBool,
     /// Partitions assigned now, each with the next offset to deliver once one was delivered.
     assigned: Mutex<Vec<AssignedPartition>>,
     /// An operator asked to close the session (`POST /admin/sessions/{id}/close`): the reason.
@@ -74,6 +76,22 @@ impl SessionStats {
     /// The client acknowledged `records` more records.
     pub fn acked(&self, records: usize) {
         self.acked.fetch_add(records as u64, Relaxed);
+    }
+
+    /// From now on the records written are the records acknowledged: for an event stream, whose
+    /// client has no way back, the connection taking an event is as far as delivery is
+    /// confirmed (and what `commit=auto` commits).
+    pub fn acks_when_written(&self) {
+        self.written_is_acked.store(true, Relaxed);
+    }
+
+    /// Records acknowledged: by the client (`commit=ack`), or written for an event stream.
+    pub fn acked_records(&self) -> u64 {
+        if self.written_is_acked.load(Relaxed) {
+            self.sent.load(Relaxed)
+        } else {
+            self.acked.load(Relaxed)
+        }
     }
 
     /// Partitions were assigned to the session.
@@ -213,6 +231,10 @@ mod tests {
         assert_eq!(s.assigned().len(), 1);
         s.acked(3);
         assert_eq!(s.acked.load(Relaxed), 3);
+        assert_eq!(s.acked_records(), 3);
+        // An event stream: what was written is what is acknowledged.
+        s.acks_when_written();
+        assert_eq!(s.acked_records(), 4);
     }
 
     #[tokio::test]

@@ -15,10 +15,16 @@ use super::consume::{
 };
 use super::json::write_int;
 use super::tail::parse_tail;
-use super::ProtocolError;
+use super::{ErrorCode, ProtocolError};
 
 /// Milliseconds a browser waits before reconnecting, sent as `retry:` when a stream starts.
 pub const RETRY_MS: u64 = 2000;
+
+/// Milliseconds a browser is told to wait before reconnecting after an operator closed its
+/// stream (`closed_by_admin`). An `EventSource` reconnects by itself, with no page code involved,
+/// so with `RETRY_MS` an unattended tab would undo the close within 2 s; five minutes make the
+/// close stick for a while without leaving a forgotten page dead for good.
+pub const CLOSED_RETRY_MS: u64 = 300_000;
 
 /// Most partitions one stream may read: its ids name each of them, so this bounds their length.
 pub const MAX_STREAM_PARTITIONS: usize = 256;
@@ -370,6 +376,16 @@ pub fn event(kind: &str, json: &str) -> String {
     );
     out.extend_from_slice(b"\n\n");
     String::from_utf8_lossy(&out).into_owned()
+}
+
+/// How a stream that cannot continue ends: an `error` event with the error frame's JSON, after
+/// a `retry:` of [`CLOSED_RETRY_MS`] when an operator closed it.
+pub fn error_end(e: &ProtocolError) -> String {
+    let error = event("error", &e.frame());
+    match e.code {
+        ErrorCode::ClosedByAdmin => format!("retry: {CLOSED_RETRY_MS}\n\n{error}"),
+        _ => error,
+    }
 }
 
 /// What a stream starts with: the reconnection delay a browser should use.

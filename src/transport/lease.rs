@@ -1,6 +1,9 @@
-//! A socket's credential over its life: the socket closes with 4401 when the credential lapses
-//! or is revoked, unless the client renews it in-band with an auth frame (`protocol::auth`).
-//! [`Guarded`] wraps every session's socket, so every endpoint gets it.
+//! What ends a connection from outside its session: the credential's lapse or revocation (a
+//! [`Lease`]) and an operator's close request, watched together by a [`Watch`]. A WebSocket
+//! closes with 4401 (or 4410 for the close request) unless the client renews its credential
+//! in-band with an auth frame (`protocol::auth`); [`Guarded`] wraps every session's socket, so
+//! every socket endpoint gets it. An event stream (`transport::sse`) polls its own `Watch` and has
+//! no renewal: it has no way back to the proxy.
 
 use std::future::Future;
 use std::pin::Pin;
@@ -17,7 +20,7 @@ use crate::protocol::{ErrorCode, ProtocolError};
 /// A credential check in progress.
 pub type Renewal = Pin<Box<dyn Future<Output = Result<Option<SystemTime>, ProtocolError>> + Send>>;
 
-/// What the access layer tells the socket about its credential.
+/// What the access layer tells the connection about its credential.
 pub trait Lease: Send {
     /// When the credential lapses, if ever.
     fn expires(&self) -> Option<SystemTime>;
@@ -27,9 +30,31 @@ pub trait Lease: Send {
     fn poll_revoked(&mut self, cx: &mut Context<'_>) -> Poll<()>;
 }
 
+/// Whether a connection can renew its credential in-band: a WebSocket can (auth frames), an
+/// event stream cannot (its client reconnects with a fresh credential instead). Decides what the
+/// expiry error tells the client to do.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Renewable {
+    InBand,
+    ByReconnect,
+}
+
+impl Renewable {
+    /// The message of the error that ends a connection whose credential lapsed.
+    fn expired(self) -> &'static str {
+        match self {
+            Renewable::InBand => {
+                "credential expired; renew it before expiry with {\"type\":\"auth\",\"token\":\"...\"}"
+            }
+            Renewable::ByReconnect => "credential expired; reconnect with a fresh credential",
+        }
+    }
+}
+
 /// The lease plus its timer and any renewal in progress.
-pub struct Keeper {
+struct Keeper {
     lease: Box<dyn Lease>,
+    renewable: Renewable,
     deadline: Option<Pin<Box<Sleep>>>,
     renewing: Option<Renewal>,
 }
@@ -44,25 +69,26 @@ fn unauthorized(message: impl Into<String>) -> ProtocolError {
 }
 
 impl Keeper {
-    pub fn new(lease: Box<dyn Lease>) -> Keeper {
+    fn new(lease: Box<dyn Lease>, renewable: Renewable) -> Keeper {
         let deadline = lease
             .expires()
             .map(|at| Box::pin(tokio::time::sleep_until(until(at))));
         Keeper {
             lease,
+            renewable,
             deadline,
             renewing: None,
         }
     }
 
     /// Starts checking a token from an auth frame (a newer frame replaces an older check).
-    pub fn renew(&mut self, token: String) {
+    fn renew(&mut self, token: String) {
         self.renewing = Some(self.lease.renew(token));
     }
 
     /// Ready with a frame to send (a renewal went through), or with the error that ends the
-    /// socket: the credential lapsed, was revoked, or a renewal was refused.
-    pub fn poll(&mut self, cx: &mut Context<'_>) -> Poll<Result<String, ProtocolError>> {
+    /// connection: the credential lapsed, was revoked, or a renewal was refused.
+    fn poll(&mut self, cx: &mut Context<'_>) -> Poll<Result<String, ProtocolError>> {
         if let Some(r) = &mut self.renewing {
             if let Poll::Ready(result) = r.as_mut().poll(cx) {
                 self.renewing = None;
@@ -78,17 +104,81 @@ impl Keeper {
         if self.lease.poll_revoked(cx).is_ready() {
             return Poll::Ready(Err(unauthorized("credential revoked")));
         }
-        // A renewal under way keeps the socket open past the expiry until it is decided.
+        // A renewal under way keeps the connection open past the expiry until it is decided.
         if self.renewing.is_none() {
             if let Some(d) = &mut self.deadline {
                 if d.as_mut().poll(cx).is_ready() {
-                    return Poll::Ready(Err(unauthorized(
-                        "credential expired; renew it before expiry with {\"type\":\"auth\",\"token\":\"...\"}",
-                    )));
+                    return Poll::Ready(Err(unauthorized(self.renewable.expired())));
                 }
             }
         }
         Poll::Pending
+    }
+}
+
+/// What ends a connection from outside (an operator's close request): resolves with the error
+/// the connection ends with.
+pub type Closer = Pin<Box<dyn Future<Output = ProtocolError> + Send>>;
+
+/// Everything that ends a connection from outside its session: its credential's lease (lapse,
+/// revocation, refused renewal) and an operator's close request (`closed_by_admin`). Either
+/// fires once; after that the watch is spent and stays pending.
+#[derive(Default)]
+pub struct Watch {
+    keeper: Option<Keeper>,
+    closer: Option<Closer>,
+}
+
+impl Watch {
+    /// Watches `lease` (`None`: a credential that neither lapses nor can be revoked).
+    pub fn new(lease: Option<Box<dyn Lease>>, renewable: Renewable) -> Watch {
+        Watch {
+            keeper: lease.map(|l| Keeper::new(l, renewable)),
+            closer: None,
+        }
+    }
+
+    /// Also ends the connection when `closer` resolves.
+    pub fn with_closer(mut self, closer: Closer) -> Watch {
+        self.closer = Some(closer);
+        self
+    }
+
+    /// Starts checking a token from an auth frame; `false` when the credential neither lapses
+    /// nor can be revoked (nothing to renew).
+    fn renew(&mut self, token: String) -> bool {
+        match &mut self.keeper {
+            Some(k) => {
+                k.renew(token);
+                true
+            }
+            None => false,
+        }
+    }
+
+    /// Ready with a renewal's answer frame, or with the error that ends the connection.
+    pub fn poll(&mut self, cx: &mut Context<'_>) -> Poll<Result<String, ProtocolError>> {
+        if let Some(Poll::Ready(e)) = self.closer.as_mut().map(|c| c.as_mut().poll(cx)) {
+            *self = Watch::default();
+            return Poll::Ready(Err(e));
+        }
+        match self.keeper.as_mut().map(|k| k.poll(cx)) {
+            Some(Poll::Ready(Err(e))) => {
+                *self = Watch::default();
+                Poll::Ready(Err(e))
+            }
+            Some(Poll::Ready(Ok(answer))) => Poll::Ready(Ok(answer)),
+            Some(Poll::Pending) | None => Poll::Pending,
+        }
+    }
+
+    /// Ready with the error that ends a connection that takes no renewals (an event stream).
+    pub fn poll_end(&mut self, cx: &mut Context<'_>) -> Poll<ProtocolError> {
+        // Without `renew` there is no renewal answer: a ready answer cannot come.
+        match self.poll(cx) {
+            Poll::Ready(Err(e)) => Poll::Ready(e),
+            Poll::Ready(Ok(_)) | Poll::Pending => Poll::Pending,
+        }
     }
 }
 
@@ -100,32 +190,22 @@ impl Keeper {
 /// case. A session that is not reading (backpressure) sees an end when it reads again.
 pub struct Guarded<S> {
     ws: S,
-    keeper: Option<Keeper>,
-    /// An operator's close request (`POST /admin/sessions/{id}/close`): resolves with the error
-    /// the session closes with (`closed_by_admin`, 4410).
-    closer: Option<Closer>,
+    /// The credential's lease and an operator's close request (`POST
+    /// /admin/sessions/{id}/close`, `closed_by_admin`, 4410).
+    watch: Watch,
     /// An answer to an auth frame, waiting for room in the socket. While it waits no further
     /// frame is read, so a client cannot queue answers without bound.
     out: Option<Message>,
 }
 
-/// What ends a socket from outside (an operator's close request).
-pub type Closer = Pin<Box<dyn Future<Output = ProtocolError> + Send>>;
-
 impl<S> Guarded<S> {
-    pub fn new(ws: S, lease: Option<Box<dyn Lease>>) -> Self {
+    /// `watch` should be made with `Renewable::InBand`: auth frames renew the credential.
+    pub fn new(ws: S, watch: Watch) -> Self {
         Guarded {
             ws,
-            keeper: lease.map(Keeper::new),
-            closer: None,
+            watch,
             out: None,
         }
-    }
-
-    /// Also ends the socket when `closer` resolves.
-    pub fn with_closer(mut self, closer: Closer) -> Self {
-        self.closer = Some(closer);
-        self
     }
 }
 
@@ -149,22 +229,11 @@ impl<S: Socket> Stream for Guarded<S> {
 
     fn poll_next(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Option<Self::Item>> {
         let this = self.get_mut();
-        if let Some(Poll::Ready(e)) = this.closer.as_mut().map(|c| c.as_mut().poll(cx)) {
-            this.closer = None;
-            return Poll::Ready(Some(Err(axum::Error::new(Ended(e)))));
-        }
         loop {
-            if let Some(k) = &mut this.keeper {
-                match k.poll(cx) {
-                    Poll::Ready(Ok(answer)) => {
-                        this.out = Some(Message::Text(answer.into()));
-                    }
-                    Poll::Ready(Err(e)) => {
-                        this.keeper = None;
-                        return Poll::Ready(Some(Err(axum::Error::new(Ended(e)))));
-                    }
-                    Poll::Pending => {}
-                }
+            match this.watch.poll(cx) {
+                Poll::Ready(Ok(answer)) => this.out = Some(Message::Text(answer.into())),
+                Poll::Ready(Err(e)) => return Poll::Ready(Some(Err(axum::Error::new(Ended(e))))),
+                Poll::Pending => {}
             }
             if let Err(e) = ready!(this.poll_out(cx)) {
                 return Poll::Ready(Some(Err(e)));
@@ -173,16 +242,17 @@ impl<S: Socket> Stream for Guarded<S> {
             let Some(Ok(Message::Text(t))) = &m else {
                 return Poll::Ready(m);
             };
-            match (auth_frame(t.as_str()), &mut this.keeper) {
-                (None, _) => return Poll::Ready(m),
-                (Some(Ok(token)), Some(k)) => k.renew(token),
-                (Some(Ok(_)), None) => {
-                    let e = ProtocolError::bad_request(
-                        "this socket's credential does not expire or renew; auth frames are not taken",
-                    );
-                    this.out = Some(Message::Text(e.frame().into()));
+            match auth_frame(t.as_str()) {
+                None => return Poll::Ready(m),
+                Some(Ok(token)) => {
+                    if !this.watch.renew(token) {
+                        let e = ProtocolError::bad_request(
+                            "this socket's credential does not expire or renew; auth frames are not taken",
+                        );
+                        this.out = Some(Message::Text(e.frame().into()));
+                    }
                 }
-                (Some(Err(e)), _) => this.out = Some(Message::Text(e.frame().into())),
+                Some(Err(e)) => this.out = Some(Message::Text(e.frame().into())),
             }
         }
     }
@@ -286,7 +356,7 @@ mod tests {
                     rx,
                     sent: sent.clone(),
                 },
-                lease,
+                Watch::new(lease, Renewable::InBand),
             ),
             tx,
             sent,
@@ -308,6 +378,24 @@ mod tests {
         assert_eq!(e.code.close_code(), 4401);
         assert!(e.message.contains("expired"), "{}", e.message);
         assert!(t.elapsed() < Duration::from_secs(3), "{:?}", t.elapsed());
+    }
+
+    #[tokio::test]
+    async fn a_stream_without_renewal_is_told_to_reconnect() {
+        let mut w = Watch::new(Some(Box::new(Timed(1))), Renewable::ByReconnect);
+        let e = std::future::poll_fn(|cx| w.poll_end(cx)).await;
+        assert_eq!(e.code, ErrorCode::Unauthorized);
+        assert_eq!(
+            e.message,
+            "credential expired; reconnect with a fresh credential"
+        );
+        // Spent: it fires once.
+        let again = tokio::time::timeout(
+            Duration::from_millis(50),
+            std::future::poll_fn(|cx| w.poll_end(cx)),
+        )
+        .await;
+        assert!(again.is_err());
     }
 
     #[tokio::test]

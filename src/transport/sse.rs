@@ -1,5 +1,6 @@
 //! The Server-Sent Events driver: an HTTP response body fed from a queue the session owns, with
-//! the `retry:` hint, keep-alive comments, stall detection and the end of the stream.
+//! the `retry:` hint, keep-alive comments, stall detection and the end of the stream, including
+//! an end from outside (the credential's lease or an operator's close: a [`Watch`]).
 //!
 //! Like `ws::Conn`, an [`SseConn`] lives in its session's task and is polled beside Kafka. The
 //! HTTP connection (hyper, in the connection's own task) takes chunks from the [`SseBody`] as the
@@ -19,9 +20,10 @@ use bytes::Bytes;
 use futures::Stream;
 use tokio::time::{Interval, MissedTickBehavior, Sleep};
 
+use super::lease::Watch;
 use super::ws::{End, Io, Note, Utf8Bytes, Written};
 use super::Outbound;
-use crate::protocol::sse::{event, preamble, KEEP_ALIVE};
+use crate::protocol::sse::{error_end, event, preamble, KEEP_ALIVE};
 
 /// State the session and the body share.
 #[derive(Default)]
@@ -60,6 +62,10 @@ pub struct SseConn {
     stall_armed: bool,
     stall_limit: Duration,
     stalled: bool,
+    /// Ends the stream with its error when the credential lapses or is revoked, or an operator
+    /// closes the session. Polled whatever the session is doing: an event stream is never read,
+    /// so unlike a socket it does not wait for a read to notice.
+    watch: Watch,
 }
 
 /// The response body: the chunks the session queued, in order. Dropped by hyper when the
@@ -70,9 +76,9 @@ pub struct SseBody {
 
 impl SseConn {
     /// A stream that starts with the `retry:` hint, sends a keep-alive comment every
-    /// `keep_alive` with nothing else queued, and gives up on a peer that takes no bytes for
-    /// `stall_limit`.
-    pub fn new(keep_alive: Duration, stall_limit: Duration) -> (SseConn, SseBody) {
+    /// `keep_alive` with nothing else queued, gives up on a peer that takes no bytes for
+    /// `stall_limit`, and ends with an error event when `watch` fires.
+    pub fn new(keep_alive: Duration, stall_limit: Duration, watch: Watch) -> (SseConn, SseBody) {
         let shared = Arc::new(Mutex::new(Shared::default()));
         let now = tokio::time::Instant::now();
         let mut tick = tokio::time::interval_at(now + keep_alive, keep_alive);
@@ -84,6 +90,7 @@ impl SseConn {
             stall_armed: false,
             stall_limit,
             stalled: false,
+            watch,
         };
         conn.push(Bytes::from(preamble()), Note::default());
         (conn, SseBody { shared })
@@ -108,6 +115,9 @@ impl SseConn {
         let mut s = lock(&shared);
         if s.gone {
             return Poll::Ready(Io::End(End::ClientGone));
+        }
+        if let Poll::Ready(e) = self.watch.poll_end(cx) {
+            return Poll::Ready(Io::End(End::Error(e)));
         }
         while self.keep_alive.poll_tick(cx).is_ready() {
             // Only an idle stream needs one: anything queued keeps the connection busy anyway.
@@ -193,15 +203,16 @@ impl Outbound for SseConn {
     fn take_written(&mut self, into: &mut Vec<Written>) {
         into.append(&mut lock(&self.shared).written);
     }
-    /// An error becomes an `error` event; a shutdown just ends the stream (the browser
-    /// reconnects with its `Last-Event-ID`). Nothing is sent to a peer that left or stalled.
+    /// An error becomes an `error` event (after a long `retry:` for an operator's close); a
+    /// shutdown just ends the stream (the browser reconnects with its `Last-Event-ID`). Nothing
+    /// is sent to a peer that left or stalled.
     async fn finish(&mut self, end: &End, error_frame: bool, budget: Duration) {
         match end {
             End::ClientGone | End::Silent | End::Stalled => {
                 self.end(true);
                 return;
             }
-            End::Error(e) if error_frame => self.push_event("error", e.frame()),
+            End::Error(e) if error_frame => self.push(Bytes::from(error_end(e)), Note::default()),
             End::Error(_) | End::Shutdown | End::Violation(..) => {}
         }
         self.end(false);
@@ -257,7 +268,11 @@ mod tests {
 
     #[tokio::test]
     async fn chunks_flow_in_order_and_are_reported_written() {
-        let (mut conn, mut body) = SseConn::new(Duration::from_secs(60), Duration::from_secs(60));
+        let (mut conn, mut body) = SseConn::new(
+            Duration::from_secs(60),
+            Duration::from_secs(60),
+            Watch::default(),
+        );
         assert_eq!(
             text(&body.next().await.unwrap().unwrap()),
             "retry: 2000\n\n"
@@ -298,7 +313,7 @@ mod tests {
     #[tokio::test]
     async fn keep_alive_when_idle_and_stall_when_unread() {
         let ms = Duration::from_millis;
-        let (mut conn, mut body) = SseConn::new(ms(200), ms(600));
+        let (mut conn, mut body) = SseConn::new(ms(200), ms(600), Watch::default());
         body.next().await;
         let _ = conn.io(false).await; // the preamble was taken
         let io = tokio::time::timeout(ms(150), conn.io(false)).await;
@@ -323,8 +338,49 @@ mod tests {
     }
 
     #[tokio::test]
+    async fn a_watch_that_fires_ends_the_stream_with_its_error() {
+        use crate::protocol::{ErrorCode, ProtocolError};
+        let (tx, rx) = tokio::sync::oneshot::channel::<()>();
+        let closer = Box::pin(async move {
+            let _ = rx.await;
+            ProtocolError::new(ErrorCode::ClosedByAdmin, "maintenance")
+        });
+        let watch = Watch::default().with_closer(closer);
+        let (mut conn, mut body) =
+            SseConn::new(Duration::from_secs(60), Duration::from_secs(60), watch);
+        body.next().await;
+        let _ = conn.io(false).await; // the preamble was taken
+        let quiet = tokio::time::timeout(Duration::from_millis(50), conn.io(false)).await;
+        assert!(
+            quiet.is_err(),
+            "nothing ends the stream before the watch fires"
+        );
+        tx.send(()).unwrap();
+        let end = match conn.io(false).await {
+            Io::End(end @ End::Error(_)) => end,
+            _ => panic!("the watch's error ends the stream"),
+        };
+        let finishing = tokio::spawn(async move {
+            conn.finish(&end, true, Duration::from_secs(5)).await;
+        });
+        let mut rest = String::new();
+        while let Some(c) = body.next().await {
+            rest.push_str(text(&c.unwrap()));
+        }
+        finishing.await.unwrap();
+        assert_eq!(
+            rest,
+            "retry: 300000\n\nevent: error\ndata: {\"type\":\"error\",\"code\":\"closed_by_admin\",\"message\":\"maintenance\"}\n\n"
+        );
+    }
+
+    #[tokio::test]
     async fn a_dropped_body_is_a_client_gone() {
-        let (mut conn, body) = SseConn::new(Duration::from_secs(60), Duration::from_secs(60));
+        let (mut conn, body) = SseConn::new(
+            Duration::from_secs(60),
+            Duration::from_secs(60),
+            Watch::default(),
+        );
         drop(body);
         assert!(matches!(conn.io(false).await, Io::End(End::ClientGone)));
         assert!(!conn.is_open());

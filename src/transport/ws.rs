@@ -546,7 +546,11 @@ mod tests {
             }
         }
         let (tx, rx) = tokio::sync::oneshot::channel::<()>();
-        let mut g = Guarded::new(Idle, Some(Box::new(Revocable(rx))));
+        let watch = crate::transport::lease::Watch::new(
+            Some(Box::new(Revocable(rx))),
+            crate::transport::lease::Renewable::InBand,
+        );
+        let mut g = Guarded::new(Idle, watch);
         let quiet = tokio::time::timeout(Duration::from_millis(50), g.next()).await;
         assert!(quiet.is_err(), "no frame and no end before the guard fires");
         tx.send(()).unwrap();

@@ -373,3 +373,46 @@ pub async fn read_back(
     .await
     .unwrap()
 }
+
+/// A directory of the test's own (credential files, keys), removed at the end.
+pub struct Dir(pub std::path::PathBuf);
+
+impl Dir {
+    pub fn new(prefix: &str) -> Dir {
+        let d = std::env::temp_dir().join(unique(prefix));
+        std::fs::create_dir_all(&d).unwrap();
+        Dir(d)
+    }
+    pub fn path(&self, name: &str) -> std::path::PathBuf {
+        self.0.join(name)
+    }
+    /// Writes a file whole, by renaming a complete file over it (a new inode, as deploys do).
+    pub fn put(&self, name: &str, text: &str) -> std::path::PathBuf {
+        let tmp = self.path(&format!(".{name}.tmp"));
+        std::fs::write(&tmp, text).unwrap();
+        std::fs::rename(&tmp, self.path(name)).unwrap();
+        self.path(name)
+    }
+}
+
+impl Drop for Dir {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_dir_all(&self.0);
+    }
+}
+
+/// JWT settings that require `issuer` and `audience`, with no key source yet (the test adds
+/// one) and the defaults otherwise.
+pub fn jwt_settings(issuer: &str, audience: &str) -> kafka_proxy::config::security::Jwt {
+    kafka_proxy::config::security::Jwt {
+        jwks_file: None,
+        jwks_url: None,
+        secret_file: None,
+        issuer: Some(issuer.into()),
+        audience: Some(audience.into()),
+        leeway: Duration::from_secs(30),
+        roles_claim: "roles".into(),
+        grants_claim: None,
+        jwks_refresh: Duration::from_secs(300),
+    }
+}
