@@ -15,8 +15,9 @@
 //! 3. [`kafka`]: the only module that uses librdkafka: shared clients and metadata look-ups
 //!    (`metadata`), session consumers with their rebalance events and batch fetch queue
 //!    (`consumer`; the queue's `unsafe` code is `crates/rdkafka-batch`), the shared producer
-//!    with its delivery routing (`producer`), records as the use cases see them (`record`), and
-//!    exact starts for resumable event streams (`resume`).
+//!    with its delivery routing (`producer`), records as the use cases see them (`record`),
+//!    exact starts for resumable event streams (`resume`), and the topic watch that ends the
+//!    reads of a topic deleted while it is read (`watch`).
 //! 4. [`transport`]: `listen`, the accept loop with the connection-level limits (header-read
 //!    timeout, socket cap, descriptors in reserve); `tls`, in-process TLS (rustls) with
 //!    certificate reload; `ws`, the one WebSocket driver: queued writes, pings, dead-peer and

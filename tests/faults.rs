@@ -277,12 +277,12 @@ async fn fault2_failed_tail_reader_closes_its_sockets_and_the_next_socket_gets_a
     for r in res {
         r.expect("topic deleted");
     }
-    // The failure reaches the socket: an error frame, then the close code with a reason.
-    // librdkafka notices the deletion at a metadata refresh after fetch errors (about 30-45 s).
+    // The failure reaches the socket: an error frame, then the close code with a reason, within
+    // seconds (the topic watch, `kafka::watch`).
     let err = next_of(
         &mut first,
         "error",
-        Duration::from_secs(90),
+        Duration::from_secs(15),
         "after the topic was deleted",
     )
     .await;
@@ -801,4 +801,115 @@ async fn fault7_a_refused_group_join_closes_the_socket_and_warns() {
         bin.log_tail()
     );
     drop(member);
+}
+
+/// A topic deleted while sessions read it: librdkafka reports the loss of a partition it was
+/// told to read only in its log, after its topic metadata propagation time (30 s from the
+/// client's start) and a refresh, so sockets waited up to a minute on a topic that was gone. Now
+/// every socket on it, consume (group, partitions, seed) and tail, gets `unknown_topic` (4404)
+/// with a reason within a few seconds, and the operator a warning.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn fault_deleted_topic_closes_every_socket_on_it_within_seconds() {
+    const WITHIN: Duration = Duration::from_secs(12);
+    let topic = topic("faults-deleted", 2).await;
+    let group = unique("faults-deleted-g");
+    let bin = Bin::start(&[]).await;
+    let paths = [
+        format!("/v1/consume?topic={topic}&group={group}"),
+        format!("/v1/consume?topic={topic}&partition=0&from=earliest"),
+        format!("/?topic={topic}&consumerGroup={group}-seed"),
+        format!("/v1/tail?topic={topic}"),
+    ];
+    let mut sockets = Vec::new();
+    for path in &paths {
+        let mut ws = bin.connect(path).await;
+        if !path.starts_with("/?") {
+            next_of(&mut ws, "assigned", T, path).await;
+        }
+        sockets.push(ws);
+    }
+    // The seed socket says nothing until records come: one record shows it reads.
+    produce(&topic, 0, &[b"before"]).await;
+    let seed = &mut sockets[2];
+    match tokio::time::timeout(T, seed.next()).await {
+        Ok(Some(Ok(Message::Text(_)))) => {}
+        other => panic!("seed socket: no records ({other:?})"),
+    }
+
+    let deleted = Instant::now();
+    for r in admin()
+        .delete_topics(&[&topic], &AdminOptions::new())
+        .await
+        .expect("delete topic")
+    {
+        r.expect("topic deleted");
+    }
+    let closes =
+        futures::future::join_all(sockets.iter_mut().zip(&paths).map(|(ws, path)| async move {
+            if !path.starts_with("/?") {
+                let err = match next_of_until(ws, "error", WITHIN).await {
+                    Ok(v) => v,
+                    Err(e) => return Err(format!("{path}: no error frame ({e})")),
+                };
+                if err["code"] != "unknown_topic" {
+                    return Err(format!("{path}: {err}"));
+                }
+            }
+            let (code, reason) = close_of(ws, WITHIN)
+                .await
+                .map_err(|e| format!("{path}: {e}"))?;
+            Ok((path.clone(), code, reason, deleted.elapsed()))
+        }))
+        .await;
+    for c in closes {
+        let (path, code, reason, after) = c.unwrap_or_else(|e| {
+            panic!(
+                "{e} {:.1}s after the delete; log:\n{}",
+                deleted.elapsed().as_secs_f64(),
+                bin.log_tail()
+            )
+        });
+        eprintln!(
+            "deleted topic: {path} closed {code} {reason:?} after {:.1}s",
+            after.as_secs_f64()
+        );
+        assert_eq!(code, 4404, "{path}: {reason}");
+        assert!(reason.starts_with("unknown_topic"), "{path}: {reason:?}");
+        assert!(after < WITHIN, "{path}: closed {after:?} after the delete");
+    }
+    let log = std::fs::read_to_string(&bin.log).unwrap_or_default();
+    assert!(
+        log.lines()
+            .any(|l| l.contains("WARN") && l.contains(&topic) && l.contains("is gone")),
+        "no warning naming the deleted topic; log:\n{}",
+        bin.log_tail()
+    );
+}
+
+/// Frames until one of type `kind`; an error saying why when none comes within `within`.
+async fn next_of_until(ws: &mut Ws, kind: &str, within: Duration) -> Result<Value, String> {
+    let until = Instant::now() + within;
+    loop {
+        let v = next_json(ws, until.saturating_duration_since(Instant::now())).await?;
+        if v["type"] == kind {
+            return Ok(v);
+        }
+    }
+}
+
+/// The close frame's code and reason; an error saying why when none comes within `within`.
+async fn close_of(ws: &mut Ws, within: Duration) -> Result<(u16, String), String> {
+    let until = tokio::time::Instant::now() + within;
+    loop {
+        match tokio::time::timeout_at(until, ws.next()).await {
+            Err(_) => return Err(format!("no close within {within:?}")),
+            Ok(None) => return Err("socket ended without a close frame".into()),
+            Ok(Some(Err(e))) => return Err(format!("socket error: {e}")),
+            Ok(Some(Ok(Message::Close(Some(f))))) => {
+                return Ok((f.code.into(), f.reason.to_string()))
+            }
+            Ok(Some(Ok(Message::Close(None)))) => return Err("close without a code".into()),
+            Ok(Some(Ok(_))) => continue,
+        }
+    }
 }

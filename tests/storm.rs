@@ -4,15 +4,18 @@
 
 mod common;
 
-use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+use std::collections::BTreeSet;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
 use common::{next_text, produce, topic, Proxy};
 use futures::future::join_all;
 
-/// librdkafka clients alive in this process: each has exactly one `rdk:main` thread.
-fn rdkafka_clients() -> usize {
+/// Threads of this process named `rdk:main`, by thread id. Each librdkafka client has exactly
+/// one, but a thread that librdkafka's main thread starts (a broker thread) carries that name
+/// too until it names itself: see `clients_started`.
+fn rdk_main_threads() -> BTreeSet<u64> {
     let Ok(tasks) = std::fs::read_dir("/proc/self/task") else {
         panic!("/proc/self/task is needed to count librdkafka clients");
     };
@@ -21,6 +24,21 @@ fn rdkafka_clients() -> usize {
         .filter(|t| {
             std::fs::read_to_string(t.path().join("comm")).is_ok_and(|c| c.trim() == "rdk:main")
         })
+        .filter_map(|t| t.file_name().to_str()?.parse().ok())
+        .collect()
+}
+
+/// librdkafka clients started since `before` among the `rdk:main` threads `seen`: a thread
+/// still alive under another name was a broker thread caught before it named itself; one that
+/// ended was a client's (started, then thrown away).
+fn clients_started(before: &BTreeSet<u64>, seen: &BTreeSet<u64>) -> usize {
+    seen.difference(before)
+        .filter(
+            |tid| match std::fs::read_to_string(format!("/proc/self/task/{tid}/comm")) {
+                Ok(name) => name.trim() == "rdk:main",
+                Err(_) => true,
+            },
+        )
         .count()
 }
 
@@ -36,16 +54,17 @@ async fn a_tail_storm_starts_one_reader_and_every_socket_receives() {
         assert!(std::time::Instant::now() < deadline, "proxy never ready");
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
-    let before = rdkafka_clients();
-    let most = Arc::new(AtomicUsize::new(before));
+    let before = rdk_main_threads();
     let sampling = Arc::new(AtomicBool::new(true));
     let sampler = {
-        let (most, sampling) = (most.clone(), sampling.clone());
+        let sampling = sampling.clone();
         std::thread::spawn(move || {
+            let mut seen = BTreeSet::new();
             while sampling.load(Ordering::Relaxed) {
-                most.fetch_max(rdkafka_clients(), Ordering::Relaxed);
+                seen.extend(rdk_main_threads());
                 std::thread::sleep(Duration::from_millis(2));
             }
+            seen
         })
     };
     let url = format!("/v1/tail?topic={topic}");
@@ -55,8 +74,8 @@ async fn a_tail_storm_starts_one_reader_and_every_socket_receives() {
         assert!(hello.contains("\"assigned\""), "{hello}");
     }
     sampling.store(false, Ordering::Relaxed);
-    sampler.join().expect("sampler");
-    let started = most.load(Ordering::Relaxed) - before;
+    let seen = sampler.join().expect("sampler");
+    let started = clients_started(&before, &seen);
     assert!(
         started <= 1,
         "{started} librdkafka clients were started for one topic's tail ({SOCKETS} sockets)"

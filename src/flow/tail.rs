@@ -362,7 +362,8 @@ async fn pump(
                     }
                 }
             }
-            // Read failures librdkafka reported only through the consumer (a deleted topic).
+            // Read failures from outside the fetch queue: the topic deleted (`kafka::watch`), a
+            // partition that could not be routed.
             Some(ev) = events.recv() => match ev {
                 RebalanceEvent::Lost(e) => f.failed = Some(e),
                 RebalanceEvent::Failed(reason) => {

@@ -177,11 +177,6 @@ fn tpl_pairs(tpl: &TopicPartitionList) -> Vec<(String, i32)> {
 
 impl ClientContext for SessionContext {
     fn log(&self, level: RDKafkaLogLevel, fac: &str, log_message: &str) {
-        if fac == "ERROR" {
-            if let Some(e) = routed_fault(log_message) {
-                self.send(RebalanceEvent::Lost(e));
-            }
-        }
         self.log.log(level, fac, log_message)
     }
     fn error(&self, error: KafkaError, reason: &str) {
@@ -315,28 +310,6 @@ fn description(code: RDKafkaErrorCode) -> String {
         .map_or(shown.clone(), str::to_string)
 }
 
-/// A partition's read error that reached only librdkafka's log. librdkafka puts such errors
-/// (e.g. "topic does not exist" after a delete) on the partition's queue as plain error ops;
-/// once that queue is routed to the batch fetch queue, `rd_kafka_consume_batch_queue` does not
-/// return them but logs them with facility "ERROR" (rust-rdkafka sets no error callback). The
-/// line ends with the error's librdkafka description, which names the code.
-fn routed_fault(line: &str) -> Option<ProtocolError> {
-    use rdkafka::error::RDKafkaErrorCode as C;
-    [
-        C::UnknownTopicOrPartition,
-        C::UnknownTopic,
-        C::TopicAuthorizationFailed,
-    ]
-    .into_iter()
-    .find_map(|code| {
-        if line.ends_with(&format!("({})", description(code))) {
-            consumer_error(&KafkaError::MessageConsumption(code))
-        } else {
-            None
-        }
-    })
-}
-
 type Inner = StreamConsumer<SessionContext>;
 
 /// A read failed: `None` for a transient error librdkafka retries, or the error that ends it.
@@ -345,6 +318,8 @@ pub type ReadFault = Option<ProtocolError>;
 /// A session's (or tail reader's) Kafka consumer.
 pub struct Reader {
     consumer: Arc<Inner>,
+    /// Ends the read (`RebalanceEvent::Lost`) when one of its topics is deleted.
+    _watch: Option<super::watch::Watching>,
 }
 
 /// The queue a reader's partitions' records are taken from in batches (`rdkafka-batch`). Apart
@@ -382,8 +357,9 @@ impl Reader {
             Assignment::Partitions(_) => Some(ctx.explicit_assignment(&plan.partitions)),
             Assignment::Group => None,
         };
-        let (reader, fetch) =
+        let (mut reader, fetch) =
             Reader::new(kafka.session_consumer(req.group.as_deref(), req.commit, ctx)?);
+        reader._watch = Some(kafka.watch.watch(&req.topics, &events_tx));
         let joined = match explicit {
             Some(tpl) => tpl.map_err(kafka_error).and_then(|tpl| {
                 reader.consumer.context().route(&plan.partitions);
@@ -438,8 +414,10 @@ impl Reader {
         };
         // No group events for assigned partitions; the channel carries read failures.
         let (events_tx, events_rx) = mpsc::unbounded_channel();
-        let ctx = SessionContext::new(&plan, Some(events_tx), kafka.log.clone());
-        let (reader, fetch) = Reader::new(kafka.session_consumer(None, CommitMode::None, ctx)?);
+        let ctx = SessionContext::new(&plan, Some(events_tx.clone()), kafka.log.clone());
+        let (mut reader, fetch) =
+            Reader::new(kafka.session_consumer(None, CommitMode::None, ctx)?);
+        reader._watch = Some(kafka.watch.watch(&[topic.to_string()], &events_tx));
         reader.consumer.context().route(&pairs);
         if let Err(e) = reader.consumer.assign(&tpl) {
             reader.close(fetch).await;
@@ -452,7 +430,13 @@ impl Reader {
         let consumer = Arc::new(consumer);
         let fetch = FetchQueue::new(consumer.clone());
         consumer.context().set_router(fetch.router());
-        (Reader { consumer }, Fetch(fetch))
+        (
+            Reader {
+                consumer,
+                _watch: None,
+            },
+            Fetch(fetch),
+        )
     }
 
     /// The consumer's own queue: group events (served while it is polled) and records of a
@@ -698,22 +682,5 @@ mod tests {
         // Transient errors stay librdkafka's to retry.
         let transient = KafkaError::MessageConsumption(RDKafkaErrorCode::BrokerTransportFailure);
         assert!(consumer_error(&transient).is_none());
-    }
-
-    #[test]
-    fn read_errors_only_logged_by_librdkafka_are_recognised() {
-        // As librdkafka 2.12 logs them after a topic was deleted (see `routed_fault`).
-        let gone = "kafka-proxy-session#consumer-3: t [0]: topic does not exist \
-                    (Broker: Unknown topic or partition)";
-        let e = routed_fault(gone).expect("a deleted topic ends the read");
-        assert_eq!(e.code, ErrorCode::UnknownTopic);
-        // Transient or unrelated error lines are left to librdkafka's retries.
-        for line in [
-            "kafka-proxy-session#consumer-3: t [0]: desired partition is no longer available \
-             (Local: Unknown partition)",
-            "kafka-proxy-session#consumer-3: 127.0.0.1:9092/1: Connect failed (Local: Broker transport failure)",
-        ] {
-            assert!(routed_fault(line).is_none(), "{line}");
-        }
     }
 }

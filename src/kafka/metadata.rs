@@ -6,13 +6,14 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use futures::{stream, StreamExt, TryStreamExt};
-use rdkafka::consumer::Consumer;
+use rdkafka::consumer::{BaseConsumer, Consumer};
 use rdkafka::error::KafkaError;
 use rdkafka::types::RDKafkaRespErr;
 use rdkafka::{Offset, TopicPartitionList};
 
 use super::{
-    blocking, Kafka, KafkaAdapterError, LOOKUP_TIMEOUT, PARTITION_CACHE_MAX, PARTITION_CACHE_TTL,
+    blocking, Kafka, KafkaAdapterError, LogContext, LOOKUP_TIMEOUT, PARTITION_CACHE_MAX,
+    PARTITION_CACHE_TTL,
 };
 use crate::protocol::consume::{Assignment, StartAt};
 
@@ -47,41 +48,7 @@ impl Kafka {
     }
 
     async fn fetch_partitions(&self, topic: &str) -> Result<Vec<i32>, KafkaAdapterError> {
-        let meta = self.meta.clone();
-        let log = self.log.clone();
-        let topic = topic.to_string();
-        blocking(move || {
-            let md = meta
-                .fetch_metadata(Some(&topic), LOOKUP_TIMEOUT)
-                .map_err(|e| log.lookup_error(e))?;
-            log.answered();
-            let t = md
-                .topics()
-                .iter()
-                .find(|t| t.name() == topic)
-                .ok_or_else(|| KafkaAdapterError::UnknownTopic(topic.clone()))?;
-            match t.error() {
-                None => {}
-                Some(RDKafkaRespErr::RD_KAFKA_RESP_ERR_UNKNOWN_TOPIC_OR_PART) => {
-                    return Err(KafkaAdapterError::UnknownTopic(topic.clone()))
-                }
-                Some(RDKafkaRespErr::RD_KAFKA_RESP_ERR_TOPIC_AUTHORIZATION_FAILED) => {
-                    return Err(KafkaAdapterError::Forbidden(topic.clone()))
-                }
-                Some(e) => {
-                    return Err(KafkaAdapterError::Kafka(KafkaError::MetadataFetch(
-                        e.into(),
-                    )))
-                }
-            }
-            let mut ps: Vec<i32> = t.partitions().iter().map(|p| p.id()).collect();
-            if ps.is_empty() {
-                return Err(KafkaAdapterError::UnknownTopic(topic.clone()));
-            }
-            ps.sort_unstable();
-            Ok(ps)
-        })
-        .await
+        lookup_partitions(self.meta.clone(), self.log.clone(), topic.to_string()).await
     }
 
     /// Like `partitions`, but reuses a list fetched within `PARTITION_CACHE_TTL`.
@@ -308,4 +275,44 @@ pub struct StartPlan {
     pub partitions: Vec<(String, i32)>,
     /// Start positions that override the committed offset, consumed on first assignment.
     pub first_offsets: HashMap<(String, i32), Offset>,
+}
+
+/// Partition ids of `topic` as `client` reads them from Kafka now, or why not.
+pub(super) async fn lookup_partitions(
+    meta: Arc<BaseConsumer<LogContext>>,
+    log: LogContext,
+    topic: String,
+) -> Result<Vec<i32>, KafkaAdapterError> {
+    blocking(move || {
+        let md = meta
+            .fetch_metadata(Some(&topic), LOOKUP_TIMEOUT)
+            .map_err(|e| log.lookup_error(e))?;
+        log.answered();
+        let t = md
+            .topics()
+            .iter()
+            .find(|t| t.name() == topic)
+            .ok_or_else(|| KafkaAdapterError::UnknownTopic(topic.clone()))?;
+        match t.error() {
+            None => {}
+            Some(RDKafkaRespErr::RD_KAFKA_RESP_ERR_UNKNOWN_TOPIC_OR_PART) => {
+                return Err(KafkaAdapterError::UnknownTopic(topic.clone()))
+            }
+            Some(RDKafkaRespErr::RD_KAFKA_RESP_ERR_TOPIC_AUTHORIZATION_FAILED) => {
+                return Err(KafkaAdapterError::Forbidden(topic.clone()))
+            }
+            Some(e) => {
+                return Err(KafkaAdapterError::Kafka(KafkaError::MetadataFetch(
+                    e.into(),
+                )))
+            }
+        }
+        let mut ps: Vec<i32> = t.partitions().iter().map(|p| p.id()).collect();
+        if ps.is_empty() {
+            return Err(KafkaAdapterError::UnknownTopic(topic.clone()));
+        }
+        ps.sort_unstable();
+        Ok(ps)
+    })
+    .await
 }

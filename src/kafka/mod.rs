@@ -11,6 +11,7 @@ pub mod metadata;
 pub mod producer;
 pub mod record;
 pub mod resume;
+pub mod watch;
 
 use std::borrow::Cow;
 use std::collections::HashMap;
@@ -336,6 +337,8 @@ pub struct Kafka {
     /// blocking metadata round trip per request. An unknown topic is held as an empty list for
     /// `metadata::UNKNOWN_TOPIC_TTL`, so a flood of requests for it costs one look-up.
     partition_cache: Mutex<PartitionCache>,
+    /// Ends the reads of a topic deleted (or hidden by Kafka's ACLs) while it is read.
+    watch: watch::TopicWatch,
 }
 
 impl Kafka {
@@ -343,6 +346,10 @@ impl Kafka {
         let log = LogContext::new(Redactor::new(&config));
         let meta: BaseConsumer<LogContext> = log.redactor().create(
             base_config(&config).set("client.id", "kafka-proxy-meta"),
+            log.clone(),
+        )?;
+        let watcher: BaseConsumer<LogContext> = log.redactor().create(
+            base_config(&config).set("client.id", "kafka-proxy-watch"),
             log.clone(),
         )?;
         let mut pc = base_config(&config);
@@ -361,6 +368,7 @@ impl Kafka {
         let producer: ThreadedProducer<producer::ProduceContext> = log
             .redactor()
             .create(&pc, producer::ProduceContext { log: log.clone() })?;
+        let watch = watch::TopicWatch::new(watcher, log.clone());
         Ok(Kafka {
             config,
             meta: Arc::new(meta),
@@ -370,6 +378,7 @@ impl Kafka {
             ready_refresh: tokio::sync::Mutex::new(()),
             setup: tokio::sync::Semaphore::new(SETUP_CONCURRENCY),
             partition_cache: Mutex::new(HashMap::new()),
+            watch,
         })
     }
 
