@@ -6,53 +6,31 @@
 import { describe, test, before, after } from 'node:test';
 import assert from 'node:assert/strict';
 import fs from 'node:fs';
-import os from 'node:os';
 import path from 'node:path';
 import puppeteer from 'puppeteer-core';
-import { startProxy, createTopicAsync, consoleProduce, unique, repo } from './harness.mjs';
+import {
+  startProxy, createTopicAsync, consoleProduce, unique, repo, launchChromium, until,
+} from './harness.mjs';
 
-const CHROMIUM = '/usr/bin/chromium';
-const CHROMIUM_ARGS = [
-  '--headless=new', '--no-sandbox', '--disable-gpu', '--disable-quic', '--no-first-run',
-  '--disable-background-networking', '--disable-component-update', '--disable-sync',
-  '--host-resolver-rules=MAP * ~NOTFOUND , EXCLUDE 127.0.0.1',
-  '--proxy-server=http://127.0.0.1:9',
-];
 const ARTIFACTS = path.join(repo, 'target', 'browser-artifacts');
-
-async function until(what, check, ms = 30000) {
-  const t = Date.now();
-  for (;;) {
-    const v = await check();
-    if (v) return v;
-    if (Date.now() - t > ms) throw new Error(`timed out waiting for ${what}`);
-    await new Promise((r) => setTimeout(r, 100));
-  }
-}
 
 describe('EventSource in a real browser across a proxy restart', { timeout: 120000 }, () => {
   let proxy;
+  let chromium;
   let browser;
-  let userDataDir;
   const topic = unique('js-sse-restart');
 
   before(async () => {
     const made = createTopicAsync(topic, 1);
     proxy = await startProxy([]);
     await made;
-    userDataDir = fs.mkdtempSync(path.join(os.tmpdir(), 'kp-chromium-'));
-    try {
-      browser = await puppeteer.launch({ executablePath: CHROMIUM, userDataDir, headless: true,
-        args: CHROMIUM_ARGS, timeout: 20000 });
-    } catch (e) {
-      throw new Error(`cannot launch chromium at ${CHROMIUM} (scripts/test installs Debian's chromium package): ${e.message}`);
-    }
+    chromium = await launchChromium(puppeteer);
+    browser = chromium.browser;
   });
 
   after(async () => {
-    if (browser) await browser.close().catch(() => {});
+    if (chromium) await chromium.close();
     if (proxy) await proxy.stop();
-    if (userDataDir) fs.rmSync(userDataDir, { recursive: true, force: true });
   });
 
   test('reconnects by itself with Last-Event-ID: no gap, no duplicate', async () => {
@@ -75,7 +53,7 @@ describe('EventSource in a real browser across a proxy restart', { timeout: 1200
       };
       window.es = es;
     }, topic);
-    await until('the first 100 events', () => page.evaluate(() => window.got.length >= 100));
+    await until('the first 100 events', () => page.evaluate(() => window.got.length >= 100), 30000);
 
     // The proxy goes away mid-stream; records keep coming while it is down.
     const port = proxy.port;
