@@ -347,14 +347,8 @@ async fn every_endpoint_times_every_credential_times_allow_and_deny() {
         c.security.tokens_file = Some(tokens.clone());
         c.security.jwt = Some(kafka_proxy::config::security::Jwt {
             jwks_file: Some(jwks.clone()),
-            jwks_url: None,
-            secret_file: None,
-            issuer: Some(ISSUER.into()),
-            audience: Some(AUDIENCE.into()),
             leeway: Duration::from_secs(5),
-            roles_claim: "roles".into(),
-            grants_claim: None,
-            jwks_refresh: Duration::from_secs(300),
+            ..common::jwt_settings(ISSUER, AUDIENCE)
         });
         c.security.acl = acl;
         c.security.metrics_auth = true;
