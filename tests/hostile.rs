@@ -293,6 +293,25 @@ async fn a_window_of_a_million_never_acked_keeps_memory_flat() {
     );
     drop(hostile);
     common::close(good).await;
+    rss_after(&bin, "window=1000000 never acked", &before, GROWTH_LIMIT).await;
+}
+
+/// The proxy's RSS once the case's clients have left: after the sessions' close and the proxy's
+/// own `malloc_trim` (every 5 s once no session is open), so "after" is what it keeps.
+async fn rss_after(bin: &Bin, label: &str, before: &Stats, limit: u64) {
+    tokio::time::sleep(Duration::from_secs(7)).await;
+    let after = bin.stats();
+    eprintln!(
+        "{label}: proxy RSS before {:.1} MB, after the clients left {:.1} MB",
+        before.rss as f64 / MB,
+        after.rss as f64 / MB
+    );
+    assert!(
+        after.rss.saturating_sub(before.rss) < limit,
+        "{label}: RSS stayed at {:.1} MB after the clients left (before {:.1} MB)",
+        after.rss as f64 / MB,
+        before.rss as f64 / MB
+    );
 }
 
 /// The next offset of partition 0, from Kafka.
@@ -398,6 +417,13 @@ async fn a_producer_that_never_reads_its_acks_stalls_alone() {
     );
     drop(deaf);
     common::close(good).await;
+    rss_after(
+        &bin,
+        "produce window=100000 never read",
+        &before,
+        GROWTH_LIMIT,
+    )
+    .await;
 }
 
 /// How an upgrade attempt ended.
@@ -539,6 +565,7 @@ async fn an_upgrade_flood_beyond_max_connections_is_refused_429() {
     }
     drop(held);
     common::close(good).await;
+    rss_after(&bin, "upgrade flood", &before, GROWTH_LIMIT).await;
 }
 
 /// Sizes of a storm.
