@@ -131,19 +131,6 @@ async fn get_ok(proxy: &Proxy, path: &str) -> Value {
     v
 }
 
-async fn next_json(ws: &mut Ws) -> Value {
-    serde_json::from_str(&next_text(ws, T).await).expect("v1 frames are JSON")
-}
-
-async fn next_of(ws: &mut Ws, kind: &str) -> Value {
-    loop {
-        let v = next_json(ws).await;
-        if v["type"] == kind {
-            return v;
-        }
-    }
-}
-
 /// The open session whose topics include `topic`.
 async fn session_of(proxy: &Proxy, topic: &str, kind: &str) -> Value {
     let v = get_ok(proxy, "/admin/sessions").await;

@@ -16,7 +16,6 @@ use futures::{SinkExt, StreamExt};
 use rdkafka::admin::{AdminClient, AdminOptions, NewTopic, TopicReplication};
 use rdkafka::client::DefaultClientContext;
 use rdkafka::consumer::{BaseConsumer, Consumer};
-use rdkafka::producer::FutureRecord;
 use serde_json::Value;
 use tokio_tungstenite::tungstenite::Message;
 use tokio_tungstenite::MaybeTlsStream;
@@ -173,28 +172,10 @@ fn partitions(frame: &Value) -> Vec<i64> {
 
 /// Produces `n` records of `size` bytes to each partition in `parts`, all in flight at once.
 async fn produce_sized(topic: &str, parts: &[i32], n: usize, size: usize) {
-    let p = producer();
-    let value = vec![b'v'; size];
-    let mut futs = Vec::new();
-    for &part in parts {
-        for _ in 0..n {
-            futs.push(
-                p.send_result(
-                    FutureRecord::<(), _>::to(topic)
-                        .partition(part)
-                        .payload(&value),
-                )
-                .map_err(|(e, _)| e)
-                .expect("queue record"),
-            );
-        }
-    }
-    for f in futs {
-        f.await
-            .expect("delivery")
-            .map_err(|(e, _)| e)
-            .expect("produce");
-    }
+    let records = parts
+        .iter()
+        .flat_map(|&part| (0..n).map(move |_| (part, vec![b'v'; size])));
+    common::produce_all(topic, records).await
 }
 
 /// Kernel queues of a connection, from /proc/net/tcp: (bytes the proxy has written that the

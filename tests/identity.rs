@@ -12,7 +12,7 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use base64::Engine;
-use common::{expect_close, http_request, topic, Dir, Proxy};
+use common::{expect_close, http_request, openssl, topic, Dir, Proxy};
 use futures::StreamExt;
 use jsonwebtoken::jwk::{Jwk, JwkSet};
 use jsonwebtoken::{Algorithm, EncodingKey, Header};
@@ -28,19 +28,6 @@ const TOKEN: &str = "static-token-0123456789";
 const SECRET: &str = "hs256-secret-0123456789abcdef-0123456789";
 const ISSUER: &str = "https://issuer.test";
 const AUDIENCE: &str = "kafka-proxy";
-
-fn openssl(dir: &Path, args: &[&str]) {
-    let out = Command::new("openssl")
-        .args(args)
-        .current_dir(dir)
-        .output()
-        .expect("openssl is installed (Debian package openssl)");
-    assert!(
-        out.status.success(),
-        "openssl {args:?}: {}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-}
 
 fn argon2_hash(password: &str) -> String {
     use argon2::password_hash::{PasswordHasher, SaltString};

@@ -9,8 +9,8 @@
 
 mod common;
 
+use common::openssl;
 use std::path::{Path, PathBuf};
-use std::process::Command;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use base64::engine::general_purpose::{STANDARD, URL_SAFE_NO_PAD};
@@ -23,20 +23,6 @@ const ALICE_PW: &str = "alice-password";
 const SVC_TOKEN: &str = "svc-token-0123456789abcdef";
 const AUDIENCE: &str = "kafka-proxy-test";
 const ISSUER: &str = "https://issuer.test/";
-
-fn openssl(dir: &Path, args: &[&str]) -> Vec<u8> {
-    let out = Command::new("openssl")
-        .args(args)
-        .current_dir(dir)
-        .output()
-        .expect("openssl is installed (Debian package openssl)");
-    assert!(
-        out.status.success(),
-        "openssl {args:?}: {}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    out.stdout
-}
 
 /// An RSA key pair in `dir`: (private key PEM path, JWK of the public key with `kid`).
 fn rsa_key(dir: &Path, name: &str, kid: &str) -> (PathBuf, serde_json::Value) {

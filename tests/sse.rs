@@ -12,7 +12,6 @@ use std::net::SocketAddr;
 use std::time::{Duration, Instant};
 
 use common::*;
-use rdkafka::producer::FutureRecord;
 use serde_json::Value;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
@@ -247,25 +246,15 @@ async fn produce_seq(topic: &str, partitions: i32, from: usize, n: usize) {
 
 /// Like `produce_seq`, each value padded with `.` to at least `size` bytes, all in flight at once.
 async fn produce_padded(topic: &str, partitions: i32, from: usize, n: usize, size: usize) {
-    let p = producer();
-    let mut futs = Vec::new();
-    for part in 0..partitions {
-        for seq in from..from + n {
-            let value = format!("{:.<size$}", format!("p{part}-{seq}"));
-            futs.push(
-                p.send_result(
-                    FutureRecord::<(), _>::to(topic)
-                        .partition(part)
-                        .payload(&value),
-                )
-                .map_err(|(e, _)| e)
-                .expect("queue"),
-            );
-        }
-    }
-    for f in futs {
-        f.await.unwrap().map_err(|(e, _)| e).expect("produce");
-    }
+    let records = (0..partitions).flat_map(|part| {
+        (from..from + n).map(move |seq| {
+            (
+                part,
+                format!("{:.<size$}", format!("p{part}-{seq}")).into_bytes(),
+            )
+        })
+    });
+    common::produce_all(topic, records).await
 }
 
 /// Checks that `got` holds every sequence number 0..n of every partition exactly once, each at

@@ -9,7 +9,7 @@ use std::process::{Child, Command, Stdio};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use common::{produce, topic, unique, Proxy};
+use common::{openssl, produce, topic, unique, Proxy};
 use futures::StreamExt;
 use kafka_proxy::config::TlsFiles;
 use kafka_proxy::transport::listen::SOCKET_HEADROOM;
@@ -30,19 +30,6 @@ type Wss = WebSocketStream<TlsStream<TcpStream>>;
 /// A throwaway CA in its own directory, issuing server certificates for 127.0.0.1 and localhost.
 struct Pki {
     dir: PathBuf,
-}
-
-fn openssl(dir: &Path, args: &[&str]) {
-    let out = Command::new("openssl")
-        .args(args)
-        .current_dir(dir)
-        .output()
-        .expect("openssl is installed (Debian package openssl)");
-    assert!(
-        out.status.success(),
-        "openssl {args:?}: {}",
-        String::from_utf8_lossy(&out.stderr)
-    );
 }
 
 impl Pki {

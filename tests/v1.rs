@@ -14,20 +14,6 @@ use tokio_tungstenite::tungstenite::Message;
 
 const T: Duration = Duration::from_secs(20);
 
-async fn next_json(ws: &mut Ws) -> Value {
-    serde_json::from_str(&next_text(ws, T).await).expect("v1 frames are JSON")
-}
-
-/// Next frame of `kind`, skipping others (assigned/revoked notices).
-async fn next_of(ws: &mut Ws, kind: &str) -> Value {
-    loop {
-        let v = next_json(ws).await;
-        if v["type"] == kind {
-            return v;
-        }
-    }
-}
-
 async fn send(ws: &mut Ws, v: Value) {
     ws.send(Message::Text(v.to_string().into())).await.unwrap();
 }

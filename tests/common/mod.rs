@@ -129,6 +129,46 @@ pub async fn produce(topic: &str, partition: i32, values: &[&[u8]]) -> Vec<i64> 
     offsets
 }
 
+/// Produces `records` (partition, value), every send in flight at once; returns once all are
+/// stored.
+pub async fn produce_all(topic: &str, records: impl IntoIterator<Item = (i32, Vec<u8>)>) {
+    let p = producer();
+    let mut futs = Vec::new();
+    for (partition, value) in records {
+        futs.push(
+            p.send_result(
+                FutureRecord::<(), _>::to(topic)
+                    .partition(partition)
+                    .payload(&value),
+            )
+            .map_err(|(e, _)| e)
+            .expect("queue record"),
+        );
+    }
+    for f in futs {
+        f.await
+            .expect("delivery")
+            .map_err(|(e, _)| e)
+            .expect("produce");
+    }
+}
+
+/// Runs `openssl ARGS` in `dir`, failing the test unless it succeeds; returns its standard
+/// output.
+pub fn openssl(dir: &std::path::Path, args: &[&str]) -> Vec<u8> {
+    let out = std::process::Command::new("openssl")
+        .args(args)
+        .current_dir(dir)
+        .output()
+        .expect("openssl is installed (Debian package openssl)");
+    assert!(
+        out.status.success(),
+        "openssl {args:?}: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    out.stdout
+}
+
 /// A running proxy.
 pub struct Proxy {
     pub addr: SocketAddr,
@@ -204,6 +244,21 @@ pub async fn next_text(ws: &mut Ws, within: Duration) -> String {
             Message::Text(t) => return t.to_string(),
             Message::Ping(_) | Message::Pong(_) => continue,
             other => panic!("expected a text frame, got {other:?}"),
+        }
+    }
+}
+
+/// The next frame as JSON (v1 frames), within 20 s.
+pub async fn next_json(ws: &mut Ws) -> serde_json::Value {
+    serde_json::from_str(&next_text(ws, Duration::from_secs(20)).await).expect("v1 frames are JSON")
+}
+
+/// The next frame of type `kind`, skipping others (assigned/revoked notices).
+pub async fn next_of(ws: &mut Ws, kind: &str) -> serde_json::Value {
+    loop {
+        let v = next_json(ws).await;
+        if v["type"] == kind {
+            return v;
         }
     }
 }
