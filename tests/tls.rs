@@ -377,8 +377,10 @@ async fn a_silent_tls_client_is_dropped_without_holding_up_others() {
     for _ in 0..5 {
         tls_connect(port, &pki.ca()).await.expect("handshake");
     }
+    // Half the handshake timeout: an accept loop blocked behind the two stalled clients would
+    // take all of it; a loaded CI machine may take a second or two for five debug-build handshakes.
     assert!(
-        start.elapsed() < Duration::from_secs(2),
+        start.elapsed() < HANDSHAKE_TIMEOUT / 2,
         "{:?}",
         start.elapsed()
     );
