@@ -90,6 +90,42 @@ impl<T> Source<T> {
     }
 }
 
+/// A credential file that reloads whole: `carry_since` keeps, for each entry whose line did not
+/// change, the generation it was first seen at (so that sessions on unchanged lines live on).
+trait CredentialFile: Sized {
+    /// The file's name in logs: "users" or "tokens".
+    const WHAT: &'static str;
+    fn load(path: &Path, generation: u64) -> Result<Self, AccessError>;
+    fn carry_since(&mut self, old: &Self);
+    fn len(&self) -> usize;
+}
+
+impl CredentialFile for Users {
+    const WHAT: &'static str = "users";
+    fn load(path: &Path, generation: u64) -> Result<Self, AccessError> {
+        Users::load(path, generation)
+    }
+    fn carry_since(&mut self, old: &Self) {
+        Users::carry_since(self, old)
+    }
+    fn len(&self) -> usize {
+        Users::len(self)
+    }
+}
+
+impl CredentialFile for Tokens {
+    const WHAT: &'static str = "tokens";
+    fn load(path: &Path, generation: u64) -> Result<Self, AccessError> {
+        Tokens::load(path, generation)
+    }
+    fn carry_since(&mut self, old: &Self) {
+        Tokens::carry_since(self, old)
+    }
+    fn len(&self) -> usize {
+        Tokens::len(self)
+    }
+}
+
 struct Inner {
     password: Option<Secret>,
     users: Option<Source<Users>>,
@@ -238,49 +274,38 @@ impl Authenticator {
 
     /// Reads the users file again; a file that fails to load keeps the previous users.
     pub fn reload_users(&self, why: &str) {
-        let Some(src) = &self.inner.users else { return };
-        let _one = self
-            .inner
-            .reloading
-            .lock()
-            .unwrap_or_else(|e| e.into_inner());
-        let generation = *self.inner.generation.borrow() + 1;
-        match Users::load(&src.path, generation) {
-            Ok(mut users) => {
-                users.carry_since(&src.get());
-                let n = users.len();
-                src.set(users);
-                self.inner.generation.send_replace(generation);
-                tracing::info!(file = %src.path.display(), users = n, why, "users file reloaded");
-            }
-            Err(error) => {
-                tracing::warn!(%error, why, "users file reload failed; keeping the previous users")
-            }
-        }
+        self.reload(self.inner.users.as_ref(), why)
     }
 
     /// Reads the tokens file again; a file that fails to load keeps the previous tokens.
     pub fn reload_tokens(&self, why: &str) {
-        let Some(src) = &self.inner.tokens else {
-            return;
-        };
+        self.reload(self.inner.tokens.as_ref(), why)
+    }
+
+    /// One reload of either file, under the reload lock so that generations follow file order.
+    fn reload<T: CredentialFile>(&self, src: Option<&Source<T>>, why: &str) {
+        let Some(src) = src else { return };
         let _one = self
             .inner
             .reloading
             .lock()
             .unwrap_or_else(|e| e.into_inner());
         let generation = *self.inner.generation.borrow() + 1;
-        match Tokens::load(&src.path, generation) {
-            Ok(mut tokens) => {
-                tokens.carry_since(&src.get());
-                let n = tokens.len();
-                src.set(tokens);
+        match T::load(&src.path, generation) {
+            Ok(mut now) => {
+                now.carry_since(&src.get());
+                let entries = now.len();
+                src.set(now);
                 self.inner.generation.send_replace(generation);
-                tracing::info!(file = %src.path.display(), tokens = n, why, "tokens file reloaded");
+                tracing::info!(file = %src.path.display(), entries, why, "{} file reloaded", T::WHAT);
             }
-            Err(error) => {
-                tracing::warn!(%error, why, "tokens file reload failed; keeping the previous tokens")
-            }
+            Err(error) => tracing::warn!(
+                %error,
+                why,
+                "{} file reload failed; keeping the previous {}",
+                T::WHAT,
+                T::WHAT
+            ),
         }
     }
 

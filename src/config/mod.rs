@@ -308,6 +308,23 @@ where
     }
 }
 
+/// An option's value from the first place that sets it: the command line, then the
+/// `KAFKA_PROXY_*` environment variable, then the config file.
+fn pick<T: std::str::FromStr>(
+    cli: Option<T>,
+    env: &HashMap<String, String>,
+    name: &str,
+    file: Option<T>,
+) -> Result<Option<T>, ConfigError>
+where
+    T::Err: fmt::Display,
+{
+    match cli {
+        Some(v) => Ok(Some(v)),
+        None => Ok(env_parse(env, name)?.or(file)),
+    }
+}
+
 impl Config {
     /// Parses `args` (including the program name) and `env`, reads the file if named, and validates.
     pub fn load(args: &[String], env: &HashMap<String, String>) -> Result<Config, LoadError> {
@@ -349,61 +366,74 @@ impl Config {
         };
         let (file, security_file) = file;
 
-        macro_rules! pick {
-            ($cli:expr, $env:literal, $file:expr) => {
-                match $cli {
-                    Some(v) => Some(v),
-                    None => match env_parse(env, $env)? {
-                        Some(v) => Some(v),
-                        None => $file,
-                    },
-                }
-            };
-        }
-        let port: u16 = pick!(cli.ws_port, "WS_PORT", file.ws_port).unwrap_or(defaults::WS_PORT);
-        let host: IpAddr = pick!(cli.host, "HOST", file.host).unwrap_or(defaults::HOST);
+        let port: u16 =
+            pick(cli.ws_port, env, "WS_PORT", file.ws_port)?.unwrap_or(defaults::WS_PORT);
+        let host: IpAddr = pick(cli.host, env, "HOST", file.host)?.unwrap_or(defaults::HOST);
         let kafka: String =
-            pick!(cli.kafka, "KAFKA", file.kafka).unwrap_or_else(|| defaults::KAFKA.into());
-        let idle_ms: u64 = pick!(cli.idle_timeout, "IDLE_TIMEOUT", file.idle_timeout)
+            pick(cli.kafka, env, "KAFKA", file.kafka)?.unwrap_or_else(|| defaults::KAFKA.into());
+        let idle_ms: u64 = pick(cli.idle_timeout, env, "IDLE_TIMEOUT", file.idle_timeout)?
             .unwrap_or(defaults::IDLE_TIMEOUT_MS);
         let max_bytes: usize =
-            pick!(cli.max_bytes, "MAX_BYTES", file.max_bytes).unwrap_or(defaults::MAX_BYTES);
-        let partition: Option<i32> = pick!(cli.partition, "PARTITION", file.partition);
-        let auth: Option<String> = pick!(cli.auth, "AUTH", file.auth);
-        let offset_reset = pick!(cli.offset_reset, "OFFSET_RESET", file.offset_reset)
+            pick(cli.max_bytes, env, "MAX_BYTES", file.max_bytes)?.unwrap_or(defaults::MAX_BYTES);
+        let partition: Option<i32> = pick(cli.partition, env, "PARTITION", file.partition)?;
+        let auth: Option<String> = pick(cli.auth, env, "AUTH", file.auth)?;
+        let offset_reset = pick(cli.offset_reset, env, "OFFSET_RESET", file.offset_reset)?
             .unwrap_or(defaults::OFFSET_RESET);
-        let session_buffer_bytes = pick!(
+        let session_buffer_bytes = pick(
             cli.session_buffer_bytes,
+            env,
             "SESSION_BUFFER_BYTES",
-            file.session_buffer_bytes
-        )
+            file.session_buffer_bytes,
+        )?
         .unwrap_or(defaults::SESSION_BUFFER_BYTES);
-        let max_frame_bytes = pick!(cli.max_frame_bytes, "MAX_FRAME_BYTES", file.max_frame_bytes)
-            .unwrap_or(defaults::MAX_FRAME_BYTES);
-        let max_connections = pick!(cli.max_connections, "MAX_CONNECTIONS", file.max_connections)
-            .unwrap_or(defaults::MAX_CONNECTIONS);
-        let max_unacked_records = pick!(
+        let max_frame_bytes = pick(
+            cli.max_frame_bytes,
+            env,
+            "MAX_FRAME_BYTES",
+            file.max_frame_bytes,
+        )?
+        .unwrap_or(defaults::MAX_FRAME_BYTES);
+        let max_connections = pick(
+            cli.max_connections,
+            env,
+            "MAX_CONNECTIONS",
+            file.max_connections,
+        )?
+        .unwrap_or(defaults::MAX_CONNECTIONS);
+        let max_unacked_records = pick(
             cli.max_unacked_records,
+            env,
             "MAX_UNACKED_RECORDS",
-            file.max_unacked_records
-        )
+            file.max_unacked_records,
+        )?
         .unwrap_or(defaults::MAX_UNACKED_RECORDS);
-        let max_tail_readers = pick!(
+        let max_tail_readers = pick(
             cli.max_tail_readers,
+            env,
             "MAX_TAIL_READERS",
-            file.max_tail_readers
-        )
+            file.max_tail_readers,
+        )?
         .unwrap_or(defaults::MAX_TAIL_READERS);
-        let stats_secs: u64 = pick!(cli.stats_interval, "STATS_INTERVAL", file.stats_interval)
-            .unwrap_or(defaults::STATS_INTERVAL_SECS);
-        let grace_secs: u64 = pick!(cli.shutdown_grace, "SHUTDOWN_GRACE", file.shutdown_grace)
-            .unwrap_or(defaults::SHUTDOWN_GRACE_SECS);
-        let ping_secs: u64 = pick!(cli.ping_interval, "PING_INTERVAL", file.ping_interval)
+        let stats_secs: u64 = pick(
+            cli.stats_interval,
+            env,
+            "STATS_INTERVAL",
+            file.stats_interval,
+        )?
+        .unwrap_or(defaults::STATS_INTERVAL_SECS);
+        let grace_secs: u64 = pick(
+            cli.shutdown_grace,
+            env,
+            "SHUTDOWN_GRACE",
+            file.shutdown_grace,
+        )?
+        .unwrap_or(defaults::SHUTDOWN_GRACE_SECS);
+        let ping_secs: u64 = pick(cli.ping_interval, env, "PING_INTERVAL", file.ping_interval)?
             .unwrap_or(defaults::PING_INTERVAL_SECS);
-        let log_format: String = pick!(cli.log_format, "LOG_FORMAT", file.log_format)
+        let log_format: String = pick(cli.log_format, env, "LOG_FORMAT", file.log_format)?
             .unwrap_or_else(|| defaults::LOG_FORMAT.into());
-        let tls_cert: Option<PathBuf> = pick!(cli.tls_cert, "TLS_CERT", file.tls_cert);
-        let tls_key: Option<PathBuf> = pick!(cli.tls_key, "TLS_KEY", file.tls_key);
+        let tls_cert: Option<PathBuf> = pick(cli.tls_cert, env, "TLS_CERT", file.tls_cert)?;
+        let tls_key: Option<PathBuf> = pick(cli.tls_key, env, "TLS_KEY", file.tls_key)?;
 
         let (security, auth_from_file) = security::merge(cli.security, env, security_file)?;
         if auth.is_some() && auth_from_file.is_some() {

@@ -244,48 +244,49 @@ pub(super) fn merge(
     env: &std::collections::HashMap<String, String>,
     file: SecurityFile,
 ) -> Result<(Security, Option<String>), ConfigError> {
-    use super::env_parse;
-    macro_rules! pick {
-        ($cli:expr, $env:literal, $file:expr) => {
-            match $cli {
-                Some(v) => Some(v),
-                None => match env_parse(env, $env)? {
-                    Some(v) => Some(v),
-                    None => $file,
-                },
-            }
-        };
-    }
-    let auth_file: Option<PathBuf> = pick!(cli.auth_file, "AUTH_FILE", file.auth_file);
+    use super::{env_parse, pick};
+    let auth_file: Option<PathBuf> = pick(cli.auth_file, env, "AUTH_FILE", file.auth_file)?;
     let password = match auth_file {
         Some(path) => Some(read_secret_file("authFile", &path)?),
         None => None,
     };
-    let users_file: Option<PathBuf> = pick!(cli.users_file, "USERS_FILE", file.users_file);
-    let tokens_file: Option<PathBuf> = pick!(cli.tokens_file, "TOKENS_FILE", file.tokens_file);
-    let jwks_file: Option<PathBuf> = pick!(cli.jwt_jwks_file, "JWT_JWKS_FILE", file.jwt_jwks_file);
-    let jwks_url: Option<String> = pick!(cli.jwt_jwks_url, "JWT_JWKS_URL", file.jwt_jwks_url);
-    let secret_file: Option<PathBuf> =
-        pick!(cli.jwt_secret_file, "JWT_SECRET_FILE", file.jwt_secret_file);
-    let issuer: Option<String> = pick!(cli.jwt_issuer, "JWT_ISSUER", file.jwt_issuer);
-    let audience: Option<String> = pick!(cli.jwt_audience, "JWT_AUDIENCE", file.jwt_audience);
-    let leeway: u64 =
-        pick!(cli.jwt_leeway, "JWT_LEEWAY", file.jwt_leeway).unwrap_or(defaults::JWT_LEEWAY_SECS);
-    let roles_claim: String = pick!(cli.jwt_roles_claim, "JWT_ROLES_CLAIM", file.jwt_roles_claim)
-        .unwrap_or_else(|| defaults::JWT_ROLES_CLAIM.into());
-    let grants_claim: Option<String> = pick!(
+    let users_file: Option<PathBuf> = pick(cli.users_file, env, "USERS_FILE", file.users_file)?;
+    let tokens_file: Option<PathBuf> = pick(cli.tokens_file, env, "TOKENS_FILE", file.tokens_file)?;
+    let jwks_file: Option<PathBuf> =
+        pick(cli.jwt_jwks_file, env, "JWT_JWKS_FILE", file.jwt_jwks_file)?;
+    let jwks_url: Option<String> = pick(cli.jwt_jwks_url, env, "JWT_JWKS_URL", file.jwt_jwks_url)?;
+    let secret_file: Option<PathBuf> = pick(
+        cli.jwt_secret_file,
+        env,
+        "JWT_SECRET_FILE",
+        file.jwt_secret_file,
+    )?;
+    let issuer: Option<String> = pick(cli.jwt_issuer, env, "JWT_ISSUER", file.jwt_issuer)?;
+    let audience: Option<String> = pick(cli.jwt_audience, env, "JWT_AUDIENCE", file.jwt_audience)?;
+    let leeway: u64 = pick(cli.jwt_leeway, env, "JWT_LEEWAY", file.jwt_leeway)?
+        .unwrap_or(defaults::JWT_LEEWAY_SECS);
+    let roles_claim: String = pick(
+        cli.jwt_roles_claim,
+        env,
+        "JWT_ROLES_CLAIM",
+        file.jwt_roles_claim,
+    )?
+    .unwrap_or_else(|| defaults::JWT_ROLES_CLAIM.into());
+    let grants_claim: Option<String> = pick(
         cli.jwt_grants_claim,
+        env,
         "JWT_GRANTS_CLAIM",
-        file.jwt_grants_claim
-    );
-    let refresh: u64 = pick!(
+        file.jwt_grants_claim,
+    )?;
+    let refresh: u64 = pick(
         cli.jwt_jwks_refresh,
+        env,
         "JWT_JWKS_REFRESH",
-        file.jwt_jwks_refresh
-    )
+        file.jwt_jwks_refresh,
+    )?
     .unwrap_or(defaults::JWT_JWKS_REFRESH_SECS);
     let tls_client_ca: Option<PathBuf> =
-        pick!(cli.tls_client_ca, "TLS_CLIENT_CA", file.tls_client_ca);
+        pick(cli.tls_client_ca, env, "TLS_CLIENT_CA", file.tls_client_ca)?;
     let allowed_origins: Vec<String> = if !cli.allowed_origins.is_empty() {
         cli.allowed_origins
     } else if let Some(v) = env
@@ -299,34 +300,42 @@ pub(super) fn merge(
     let metrics_auth = cli.metrics_auth
         || env_parse::<bool>(env, "METRICS_AUTH")?.unwrap_or(false)
         || file.metrics_auth.unwrap_or(false);
-    let ticket_ttl: u64 =
-        pick!(cli.ticket_ttl, "TICKET_TTL", file.ticket_ttl).unwrap_or(defaults::TICKET_TTL_SECS);
-    let ticket_key_file: Option<PathBuf> =
-        pick!(cli.ticket_key_file, "TICKET_KEY_FILE", file.ticket_key_file);
+    let ticket_ttl: u64 = pick(cli.ticket_ttl, env, "TICKET_TTL", file.ticket_ttl)?
+        .unwrap_or(defaults::TICKET_TTL_SECS);
+    let ticket_key_file: Option<PathBuf> = pick(
+        cli.ticket_key_file,
+        env,
+        "TICKET_KEY_FILE",
+        file.ticket_key_file,
+    )?;
     let quotas = Quotas {
-        sessions_per_principal: pick!(
+        sessions_per_principal: pick(
             cli.max_sessions_per_principal,
+            env,
             "MAX_SESSIONS_PER_PRINCIPAL",
-            file.max_sessions_per_principal
-        )
+            file.max_sessions_per_principal,
+        )?
         .unwrap_or(defaults::NO_LIMIT as _),
-        produce_records_per_sec: pick!(
+        produce_records_per_sec: pick(
             cli.produce_records_per_sec,
+            env,
             "PRODUCE_RECORDS_PER_SEC",
-            file.produce_records_per_sec
-        )
+            file.produce_records_per_sec,
+        )?
         .unwrap_or(defaults::NO_LIMIT as _),
-        produce_bytes_per_sec: pick!(
+        produce_bytes_per_sec: pick(
             cli.produce_bytes_per_sec,
+            env,
             "PRODUCE_BYTES_PER_SEC",
-            file.produce_bytes_per_sec
-        )
+            file.produce_bytes_per_sec,
+        )?
         .unwrap_or(defaults::NO_LIMIT as _),
-        auth_failures_per_minute: pick!(
+        auth_failures_per_minute: pick(
             cli.auth_failures_per_minute,
+            env,
             "AUTH_FAILURES_PER_MINUTE",
-            file.auth_failures_per_minute
-        )
+            file.auth_failures_per_minute,
+        )?
         .unwrap_or(defaults::AUTH_FAILURES_PER_MINUTE),
     };
 
