@@ -8,11 +8,12 @@
 //! With TLS on, each socket's handshake runs in its own task, bounded by `HANDSHAKE_TIMEOUT`,
 //! so neither a slow client nor a burst of handshakes holds up the accept loop.
 
+use std::collections::BTreeMap;
 use std::io;
 use std::net::SocketAddr;
 use std::pin::Pin;
-use std::sync::atomic::{AtomicUsize, Ordering::Relaxed};
-use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering::Relaxed};
+use std::sync::{Arc, Mutex};
 use std::task::{Context, Poll};
 use std::time::Duration;
 
@@ -33,6 +34,11 @@ pub const HEADER_READ_TIMEOUT: Duration = Duration::from_secs(10);
 /// Sockets beyond `maxConnections` still accepted, so a full proxy can answer health checks,
 /// the admin API and clean refusals.
 pub const SOCKET_HEADROOM: usize = 1024;
+
+/// How long a socket may go without a whole first request (TLS handshake included) before, at
+/// the socket cap, a newer socket takes its place: half-open sockets then cannot lock new clients
+/// out, yet a client on a slow link has three seconds before it can lose its place.
+pub const FIRST_REQUEST_GRACE: Duration = Duration::from_secs(3);
 
 /// File descriptors kept free for the proxy's own needs (Kafka connections of sessions that
 /// are starting, librdkafka's internal pipes, files): new client sockets are refused before the
@@ -122,6 +128,86 @@ impl AsyncWrite for Counted {
     }
 }
 
+/// Sockets that have not yet sent a whole first request, oldest first, each with the means to
+/// close it: at the socket cap, the oldest one past [`FIRST_REQUEST_GRACE`] gives its place to
+/// the newcomer.
+#[derive(Default)]
+struct Waiting {
+    next: AtomicU64,
+    queue: Mutex<BTreeMap<u64, (tokio::time::Instant, tokio::sync::oneshot::Sender<()>)>>,
+}
+
+/// A socket's place in [`Waiting`]; dropping it (the first request arrived, or the socket
+/// closed) takes the socket off the queue.
+struct Place {
+    waiting: Arc<Waiting>,
+    seq: u64,
+}
+
+impl Waiting {
+    /// Queues a new socket; the receiver fires if the socket is to give its place up.
+    fn join(self: &Arc<Self>) -> (Place, tokio::sync::oneshot::Receiver<()>) {
+        let seq = self.next.fetch_add(1, Relaxed);
+        let (tx, rx) = tokio::sync::oneshot::channel();
+        self.lock().insert(seq, (tokio::time::Instant::now(), tx));
+        let place = Place {
+            waiting: self.clone(),
+            seq,
+        };
+        (place, rx)
+    }
+
+    /// Closes the oldest socket if it has waited past the grace; whether one was closed.
+    fn evict_oldest(&self) -> bool {
+        let mut queue = self.lock();
+        let Some(entry) = queue.first_entry() else {
+            return false;
+        };
+        if entry.get().0.elapsed() < FIRST_REQUEST_GRACE {
+            return false;
+        }
+        let (_, close) = entry.remove();
+        // A socket whose task already ended has nothing to close; its slot is free anyway.
+        let _ = close.send(());
+        true
+    }
+
+    fn lock(
+        &self,
+    ) -> std::sync::MutexGuard<
+        '_,
+        BTreeMap<u64, (tokio::time::Instant, tokio::sync::oneshot::Sender<()>)>,
+    > {
+        self.queue.lock().unwrap_or_else(|e| e.into_inner())
+    }
+}
+
+impl Drop for Place {
+    fn drop(&mut self) {
+        self.waiting.lock().remove(&self.seq);
+    }
+}
+
+/// A connection's service that gives up the socket's [`Place`] once its first request's headers
+/// are in.
+struct FirstRequest<S> {
+    inner: S,
+    place: Mutex<Option<Place>>,
+}
+
+impl<S, R> hyper::service::Service<R> for FirstRequest<S>
+where
+    S: hyper::service::Service<R>,
+{
+    type Response = S::Response;
+    type Error = S::Error;
+    type Future = S::Future;
+    fn call(&self, req: R) -> S::Future {
+        self.place.lock().unwrap_or_else(|e| e.into_inner()).take();
+        self.inner.call(req)
+    }
+}
+
 /// Why a socket is refused before HTTP.
 fn refusal(open: usize, limits: &Limits, fds: Option<usize>) -> Option<ProtocolError> {
     if open >= limits.max_sockets {
@@ -208,6 +294,8 @@ where
 {
     let make = Arc::new(make);
     let open = Arc::new(AtomicUsize::new(0));
+    let waiting = Arc::new(Waiting::default());
+    let (mut refused_unlogged, mut refused_logged_at) = (0u64, None::<tokio::time::Instant>);
     // Connections still speaking HTTP, for the drain at shutdown.
     let (alive, mut drained) = tokio::sync::mpsc::channel::<()>(1);
     let mut fds = open_fds();
@@ -248,8 +336,20 @@ where
         }
         accepted_since += 1;
         let estimate = fds.map(|n| n + accepted_since);
-        if let Some(e) = refusal(open.load(Relaxed), &limits, estimate) {
-            tracing::warn!(%peer, reason = %e.message, "socket refused");
+        let mut now_open = open.load(Relaxed);
+        if now_open >= limits.max_sockets && waiting.evict_oldest() {
+            // The evicted socket's task closes it and gives the count back; its slot is this
+            // socket's now.
+            now_open -= 1;
+        }
+        if let Some(e) = refusal(now_open, &limits, estimate) {
+            // One warning a second at most: a flood must not become a flood of log lines.
+            refused_unlogged += 1;
+            if refused_logged_at.is_none_or(|at| at.elapsed() >= Duration::from_secs(1)) {
+                tracing::warn!(%peer, reason = %e.message, refused = refused_unlogged, "sockets refused (this one and any since the last such warning)");
+                refused_logged_at = Some(tokio::time::Instant::now());
+                refused_unlogged = 0;
+            }
             tokio::spawn(refuse(tcp, e, tls.clone()));
             continue;
         }
@@ -263,10 +363,15 @@ where
         let mut stop = shutdown.clone();
         let alive = alive.clone();
         let tls = tls.clone();
-        tokio::spawn(async move {
-            let _alive = alive;
+        let (place, evicted) = waiting.join();
+        let place = Mutex::new(Some(place));
+        let conn = async move {
+            let service = |name| FirstRequest {
+                inner: make(peer, name),
+                place,
+            };
             let Some(tls) = tls else {
-                return serve_http(&builder, counted, make(peer, None), stop).await;
+                return serve_http(&builder, counted, service(None), stop).await;
             };
             let handshake = tokio::select! {
                 h = tokio::time::timeout(HANDSHAKE_TIMEOUT, tls.acceptor().accept(counted)) => h,
@@ -275,11 +380,21 @@ where
             match handshake {
                 Ok(Ok(stream)) => {
                     let name = super::tls::peer_name(stream.get_ref().1);
-                    serve_http(&builder, stream, make(peer, name), stop).await
+                    serve_http(&builder, stream, service(name), stop).await
                 }
                 // Scanners, plain-HTTP clients and clients that distrust the certificate.
                 Ok(Err(e)) => tracing::debug!(%peer, error = %e, "TLS handshake failed"),
                 Err(_) => tracing::debug!(%peer, "TLS handshake timed out"),
+            }
+        };
+        tokio::spawn(async move {
+            let _alive = alive;
+            tokio::select! {
+                () = conn => {}
+                // Only an eviction sends; the sender dropped means the first request came.
+                Ok(()) = evicted => {
+                    tracing::debug!(%peer, "socket closed: no whole request within the grace, and a newer socket needed its place");
+                }
             }
         });
     }
@@ -340,6 +455,27 @@ mod tests {
         let e = refusal(0, &limits, Some(20_000 - FD_RESERVE)).unwrap();
         assert!(e.message.contains("open-file limit"), "{}", e.message);
         assert!(refusal(0, &limits, None).is_none());
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn the_oldest_waiting_socket_gives_its_place_only_after_the_grace() {
+        use tokio::sync::oneshot::error::TryRecvError;
+        let waiting = Arc::new(Waiting::default());
+        let (first, mut first_closed) = waiting.join();
+        tokio::time::advance(Duration::from_secs(1)).await;
+        let (second, mut second_closed) = waiting.join();
+        assert!(!waiting.evict_oldest(), "evicted within the grace");
+        tokio::time::advance(FIRST_REQUEST_GRACE).await;
+        assert!(waiting.evict_oldest());
+        assert_eq!(first_closed.try_recv(), Ok(()), "the oldest is told");
+        assert_eq!(second_closed.try_recv(), Err(TryRecvError::Empty));
+        drop(first);
+        // The second's first request comes: it leaves the queue, so no one is left to evict,
+        // and its task sees a closed channel, not an eviction.
+        drop(second);
+        assert!(!waiting.evict_oldest());
+        assert_eq!(second_closed.try_recv(), Err(TryRecvError::Closed));
+        assert!(waiting.lock().is_empty());
     }
 
     #[test]
