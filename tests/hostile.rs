@@ -215,6 +215,56 @@ async fn session(bin: &Bin, needle: &str) -> Value {
         .unwrap_or_else(|| panic!("no session of {needle}: {body}"))
 }
 
+/// The well-behaved produce socket beside a hostile case: it produces one record at a time and
+/// keeps count of its acks and the slowest of them.
+struct Good {
+    ws: Ws,
+    acked: u64,
+    slowest: Duration,
+}
+
+impl Good {
+    /// Opens it on `topic` and produces one record to warm it up (not counted).
+    async fn open(bin: &Bin, topic: &str) -> Good {
+        let mut ws = bin.connect(&format!("/v1/produce?topic={topic}")).await;
+        ws.send(Message::text("warm")).await.unwrap();
+        common::next_text(&mut ws, Duration::from_secs(20)).await;
+        Good {
+            ws,
+            acked: 0,
+            slowest: Duration::ZERO,
+        }
+    }
+
+    /// Produces one record, waits for its ack, then rests `pause`.
+    async fn produce_one(&mut self, pause: Duration) {
+        let asked = Instant::now();
+        self.ws.send(Message::text("good")).await.unwrap();
+        let a = parse(&common::next_text(&mut self.ws, Duration::from_secs(20)).await);
+        assert_eq!(a["type"], "ack", "{a}");
+        self.slowest = self.slowest.max(asked.elapsed());
+        self.acked += 1;
+        tokio::time::sleep(pause).await;
+    }
+
+    /// Asserts it was served throughout: at least `acks`, none slower than 5 s.
+    fn assert_served(&self, acks: u64) {
+        let (acked, slowest) = (self.acked, self.slowest);
+        assert!(acked >= acks, "the good socket got only {acked} acks");
+        assert!(slowest < Duration::from_secs(5), "an ack took {slowest:?}");
+    }
+}
+
+/// Asserts the proxy's peak RSS stayed within `limit` of `before`.
+fn assert_peak(before: &Stats, peak: &Stats, limit: u64) {
+    assert!(
+        peak.rss.saturating_sub(before.rss) < limit,
+        "RSS grew from {:.1} MB to {:.1} MB",
+        before.rss as f64 / MB,
+        peak.rss as f64 / MB
+    );
+}
+
 /// Case 1: a consume socket with the largest `window` that reads every frame and never acks, on a
 /// busy topic. The proxy keeps a few bytes per unacknowledged frame (not the records), and the
 /// session's memory budget (`sessionBufferBytes`) bounds the rest.
@@ -310,12 +360,7 @@ async fn a_window_of_a_million_never_acked_keeps_memory_flat() {
         early.rss as f64 / MB,
         peak.rss as f64 / MB
     );
-    assert!(
-        peak.rss.saturating_sub(before.rss) < GROWTH_LIMIT,
-        "RSS grew from {:.1} MB to {:.1} MB",
-        before.rss as f64 / MB,
-        peak.rss as f64 / MB
-    );
+    assert_peak(&before, &peak, GROWTH_LIMIT);
     drop(hostile);
     common::close(good).await;
     rss_after(&bin, "window=1000000 never acked", &before, GROWTH_LIMIT).await;
@@ -369,11 +414,10 @@ async fn a_producer_that_never_reads_its_acks_stalls_alone() {
     const GROWTH_LIMIT: u64 = 64 * 1024 * 1024;
     let topic = topic("hostile-deaf", 1).await;
     let bin = Bin::start(env!("CARGO_BIN_EXE_kafka-proxy"), "deaf", &[]).await;
-    let path = format!("/v1/produce?topic={topic}");
-    let mut good = bin.connect(&path).await;
-    let mut deaf = bin.connect(&format!("{path}&window=100000")).await;
-    good.send(Message::text("warm")).await.unwrap();
-    common::next_text(&mut good, Duration::from_secs(20)).await;
+    let mut good = Good::open(&bin, &topic).await;
+    let mut deaf = bin
+        .connect(&format!("/v1/produce?topic={topic}&window=100000"))
+        .await;
     let before = bin.stats();
     let sampler = Sampler::start(bin.pid);
     let until = Instant::now() + FLOOD;
@@ -390,16 +434,10 @@ async fn a_producer_that_never_reads_its_acks_stalls_alone() {
         }
         (deaf, sent, stalled)
     });
-    let (mut acked, mut slowest) = (0u64, Duration::ZERO);
     while Instant::now() < until {
-        let asked = Instant::now();
-        good.send(Message::text("good")).await.unwrap();
-        let a = parse(&common::next_text(&mut good, Duration::from_secs(20)).await);
-        assert_eq!(a["type"], "ack", "{a}");
-        slowest = slowest.max(asked.elapsed());
-        acked += 1;
-        tokio::time::sleep(Duration::from_millis(20)).await;
+        good.produce_one(Duration::from_millis(20)).await;
     }
+    let acked = good.acked;
     let (deaf, sent, stalled) = flood.await.unwrap();
     // Records the proxy took from the deaf socket (all but the good socket's). Records it took
     // before it stopped reading may still be on their way to Kafka (acks=all, on a loaded
@@ -420,7 +458,8 @@ async fn a_producer_that_never_reads_its_acks_stalls_alone() {
     eprintln!(
         "produce window=100000 never read: client wrote {sent} frames of 1000 records, pushed \
          back {stalled} times; proxy took {taken} records, {taken_later} a second later; good \
-         socket: {acked} acks, slowest {slowest:?}; proxy RSS before {:.1} MB, peak {:.1} MB",
+         socket: {acked} acks, slowest {:?}; proxy RSS before {:.1} MB, peak {:.1} MB",
+        good.slowest,
         before.rss as f64 / MB,
         peak.rss as f64 / MB
     );
@@ -433,16 +472,10 @@ async fn a_producer_that_never_reads_its_acks_stalls_alone() {
         taken, taken_later,
         "the proxy kept reading a stalled socket (the count never stood still for a second in 15 s)"
     );
-    assert!(acked >= 50, "the good socket got only {acked} acks");
-    assert!(slowest < Duration::from_secs(5), "an ack took {slowest:?}");
-    assert!(
-        peak.rss.saturating_sub(before.rss) < GROWTH_LIMIT,
-        "RSS grew from {:.1} MB to {:.1} MB",
-        before.rss as f64 / MB,
-        peak.rss as f64 / MB
-    );
+    good.assert_served(50);
+    assert_peak(&before, &peak, GROWTH_LIMIT);
     drop(deaf);
-    common::close(good).await;
+    common::close(good.ws).await;
     rss_after(
         &bin,
         "produce window=100000 never read",
@@ -512,7 +545,7 @@ async fn an_upgrade_flood_beyond_max_connections_is_refused_429() {
         &["--max-connections", &MAX.to_string()],
     )
     .await;
-    let mut good = bin.connect(&format!("/v1/produce?topic={topic}")).await;
+    let mut good = Good::open(&bin, &topic).await;
     let tail = format!("/v1/tail?topic={topic}");
     let mut held = Vec::new();
     for _ in 1..MAX {
@@ -533,17 +566,10 @@ async fn an_upgrade_flood_beyond_max_connections_is_refused_429() {
         })
         .collect();
     // Meanwhile the good socket produces one record at a time.
-    let (mut acked, mut slowest) = (0u64, Duration::ZERO);
     let mut outcomes = Vec::new();
     for t in tasks {
         while !t.is_finished() {
-            let asked = Instant::now();
-            good.send(Message::text("good")).await.unwrap();
-            let a = parse(&common::next_text(&mut good, Duration::from_secs(20)).await);
-            assert_eq!(a["type"], "ack", "{a}");
-            slowest = slowest.max(asked.elapsed());
-            acked += 1;
-            tokio::time::sleep(Duration::from_millis(10)).await;
+            good.produce_one(Duration::from_millis(10)).await;
         }
         outcomes.extend(t.await.unwrap());
     }
@@ -560,9 +586,11 @@ async fn an_upgrade_flood_beyond_max_connections_is_refused_429() {
     }
     eprintln!(
         "{FLOOD} upgrades beyond maxConnections={MAX} in {took:?}: {session_cap} refused by the \
-         session cap, {socket_cap} by the socket cap, {} otherwise; good socket: {acked} acks, \
-         slowest {slowest:?}; proxy RSS before {:.1} MB, peak {:.1} MB",
+         session cap, {socket_cap} by the socket cap, {} otherwise; good socket: {} acks, \
+         slowest {:?}; proxy RSS before {:.1} MB, peak {:.1} MB",
         bad.len(),
+        good.acked,
+        good.slowest,
         before.rss as f64 / MB,
         peak.rss as f64 / MB
     );
@@ -573,14 +601,8 @@ async fn an_upgrade_flood_beyond_max_connections_is_refused_429() {
         &bad[..bad.len().min(5)]
     );
     assert_eq!(session_cap + socket_cap, FLOOD / 8 * 8);
-    assert!(acked >= 1, "the good socket got no ack during the flood");
-    assert!(slowest < Duration::from_secs(5), "an ack took {slowest:?}");
-    assert!(
-        peak.rss.saturating_sub(before.rss) < GROWTH_LIMIT,
-        "RSS grew from {:.1} MB to {:.1} MB",
-        before.rss as f64 / MB,
-        peak.rss as f64 / MB
-    );
+    good.assert_served(1);
+    assert_peak(&before, &peak, GROWTH_LIMIT);
     // The held sockets still receive.
     common::produce(&topic, 0, &[b"after the flood"]).await;
     for ws in &mut held {
@@ -591,7 +613,7 @@ async fn an_upgrade_flood_beyond_max_connections_is_refused_429() {
         {}
     }
     drop(held);
-    common::close(good).await;
+    common::close(good.ws).await;
     rss_after(&bin, "upgrade flood", &before, GROWTH_LIMIT).await;
 }
 
@@ -924,9 +946,7 @@ async fn thousands_of_half_open_connections_lock_out_no_one() {
         &["--max-connections", &MAX.to_string()],
     )
     .await;
-    let mut good = bin.connect(&format!("/v1/produce?topic={topic}")).await;
-    good.send(Message::text("warm")).await.unwrap();
-    common::next_text(&mut good, Duration::from_secs(20)).await;
+    let mut good = Good::open(&bin, &topic).await;
     let before = bin.stats();
     let sampler = Sampler::start(bin.pid);
     let started = Instant::now();
@@ -935,19 +955,13 @@ async fn thousands_of_half_open_connections_lock_out_no_one() {
         .map(|i| tokio::spawn(half_open(addr, i % 3)))
         .collect();
     // Meanwhile the good socket produces, and every half second a newcomer sends a whole request.
-    let (mut acked, mut slowest) = (0u64, Duration::ZERO);
     let (mut served, mut locked_out) = (0u32, Vec::new());
     // Newcomers start once the first half-open sockets are past FIRST_REQUEST_GRACE: from then
     // on a newcomer takes the place of one of them (before that, it is refused 429 like the
     // flood beyond the cap).
     let mut next_newcomer = Instant::now() + FIRST_REQUEST_GRACE + Duration::from_secs(1);
     while !sockets.iter().all(|s| s.is_finished()) {
-        let asked = Instant::now();
-        good.send(Message::text("good")).await.unwrap();
-        let a = parse(&common::next_text(&mut good, Duration::from_secs(20)).await);
-        assert_eq!(a["type"], "ack", "{a}");
-        slowest = slowest.max(asked.elapsed());
-        acked += 1;
+        good.produce_one(Duration::from_millis(20)).await;
         if Instant::now() >= next_newcomer {
             next_newcomer = Instant::now() + Duration::from_millis(500);
             match http_request(addr, "GET", "/healthz", &[], b"").await {
@@ -958,7 +972,6 @@ async fn thousands_of_half_open_connections_lock_out_no_one() {
                 )),
             }
         }
-        tokio::time::sleep(Duration::from_millis(20)).await;
     }
     let took = started.elapsed();
     let peak = sampler.peak();
@@ -983,11 +996,13 @@ async fn thousands_of_half_open_connections_lock_out_no_one() {
         "{HALF_OPEN} half-open sockets against maxConnections={MAX} (socket cap {}): {refused} \
          refused 429 (slowest {slowest_refusal:?}), {dropped} closed unanswered ({early} before the header-read timeout, their \
          places taken), {} otherwise, all ended in {took:?}; newcomers: {served} served, {} \
-         locked out; good socket: {acked} acks, slowest {slowest:?}; proxy RSS before {:.1} MB, \
+         locked out; good socket: {} acks, slowest {:?}; proxy RSS before {:.1} MB, \
          peak {:.1} MB",
         MAX + SOCKET_HEADROOM,
         bad.len(),
         locked_out.len(),
+        good.acked,
+        good.slowest,
         before.rss as f64 / MB,
         peak.rss as f64 / MB
     );
@@ -1011,14 +1026,8 @@ async fn thousands_of_half_open_connections_lock_out_no_one() {
         locked_out.is_empty(),
         "half-open sockets locked out whole requests: {locked_out:?}"
     );
-    assert!(acked >= 50, "the good socket got only {acked} acks");
-    assert!(slowest < Duration::from_secs(5), "an ack took {slowest:?}");
-    assert!(
-        peak.rss.saturating_sub(before.rss) < GROWTH_LIMIT,
-        "RSS grew from {:.1} MB to {:.1} MB",
-        before.rss as f64 / MB,
-        peak.rss as f64 / MB
-    );
-    common::close(good).await;
+    good.assert_served(50);
+    assert_peak(&before, &peak, GROWTH_LIMIT);
+    common::close(good.ws).await;
     rss_after(&bin, "half-open sockets", &before, GROWTH_LIMIT).await;
 }
