@@ -79,13 +79,21 @@ pub enum ServerError {
     Access(#[from] access::authn::AccessError),
 }
 
-/// TLS for the listener, with client certificates when `tlsClientCa` is set.
+/// TLS for the listener, with client certificates when `tlsClientCa` is set (and their
+/// revocation lists with `tlsClientCrl`).
 fn load_tls(config: &Config) -> Result<Option<transport::tls::Tls>, ServerError> {
     let Some(files) = &config.tls else {
         return Ok(None);
     };
-    let ca = config.security.tls_client_ca.as_deref();
-    Ok(Some(transport::tls::Tls::with_client_ca(files, ca)?))
+    let s = &config.security;
+    let client = s
+        .tls_client_ca
+        .clone()
+        .map(|ca| transport::tls::ClientAuth {
+            ca,
+            crl: s.tls_client_crl.clone(),
+        });
+    Ok(Some(transport::tls::Tls::with_client_auth(files, client)?))
 }
 
 /// Serves on an already bound listener until `shutdown` fires, then closes every socket with 1001,

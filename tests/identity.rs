@@ -18,6 +18,7 @@ use jsonwebtoken::jwk::{Jwk, JwkSet};
 use jsonwebtoken::{Algorithm, EncodingKey, Header};
 use kafka_proxy::config::security::Jwt;
 use kafka_proxy::config::{Secret, TlsFiles};
+use kafka_proxy::transport::tls::{ClientAuth, Tls};
 use serde_json::{json, Value};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio_tungstenite::tungstenite;
@@ -618,26 +619,7 @@ impl Pki {
     fn new() -> Pki {
         let dir = Dir::new("kp-mtls");
         for ca in ["server-ca", "client-ca", "rogue-ca"] {
-            openssl(
-                &dir.0,
-                &[
-                    "req",
-                    "-x509",
-                    "-newkey",
-                    "ec",
-                    "-pkeyopt",
-                    "ec_paramgen_curve:prime256v1",
-                    "-nodes",
-                    "-days",
-                    "2",
-                    "-subj",
-                    &format!("/CN={ca}"),
-                    "-keyout",
-                    &format!("{ca}.key"),
-                    "-out",
-                    &format!("{ca}.pem"),
-                ],
-            );
+            new_ca(&dir, ca);
         }
         std::fs::write(
             dir.path("server.cnf"),
@@ -658,6 +640,10 @@ impl Pki {
     }
 
     fn issue(&self, name: &str, cn: &str, ca: &str, ext: &str) {
+        self.issue_serial(name, cn, ca, ext, 7)
+    }
+
+    fn issue_serial(&self, name: &str, cn: &str, ca: &str, ext: &str, serial: u32) {
         let d = &self.dir.0;
         openssl(
             d,
@@ -688,7 +674,7 @@ impl Pki {
                 "-CAkey",
                 &format!("{ca}.key"),
                 "-set_serial",
-                "7",
+                &serial.to_string(),
                 "-days",
                 "2",
                 "-extfile",
@@ -697,6 +683,45 @@ impl Pki {
                 &format!("{name}.pem"),
             ],
         );
+    }
+
+    /// `ca`'s current revocation list (PEM), revoking `name`'s certificate first if given.
+    /// Each CA keeps its own `openssl ca` database in the directory.
+    fn crl(&self, ca: &str, revoke: Option<&str>) -> String {
+        let d = &self.dir.0;
+        let cnf = format!("{ca}-ca.cnf");
+        if !d.join(&cnf).exists() {
+            std::fs::write(d.join(format!("{ca}-index.txt")), "").unwrap();
+            std::fs::write(d.join(format!("{ca}-crlnumber")), "01\n").unwrap();
+            std::fs::write(
+                d.join(&cnf),
+                format!(
+                    "[ca]\ndefault_ca=d\n[d]\ndatabase={ca}-index.txt\n\
+                     crlnumber={ca}-crlnumber\ndefault_md=sha256\ndefault_crl_days=2\n"
+                ),
+            )
+            .unwrap();
+        }
+        let (key, cert) = (format!("{ca}.key"), format!("{ca}.pem"));
+        let signer = ["-config", &cnf, "-keyfile", &key, "-cert", &cert];
+        if let Some(name) = revoke {
+            let pem = format!("{name}.pem");
+            openssl(d, &[&["ca"][..], &signer, &["-revoke", &pem]].concat());
+        }
+        let out = format!("{ca}.crl");
+        openssl(
+            d,
+            &[&["ca"][..], &signer, &["-gencrl", "-out", &out]].concat(),
+        );
+        std::fs::read_to_string(d.join(out)).unwrap()
+    }
+
+    /// The text of the PEM files named, one after another (a bundle).
+    fn cat(&self, names: &[&str]) -> String {
+        names
+            .iter()
+            .map(|n| std::fs::read_to_string(self.dir.path(n)).unwrap())
+            .collect()
     }
 
     /// A TLS client trusting the server CA, presenting `client`'s certificate if given.
@@ -728,6 +753,30 @@ impl Pki {
         };
         tokio_rustls::TlsConnector::from(Arc::new(config))
     }
+}
+
+/// A self-signed CA `ca` (`ca.pem`, `ca.key`) in `dir`.
+fn new_ca(dir: &Dir, ca: &str) {
+    openssl(
+        &dir.0,
+        &[
+            "req",
+            "-x509",
+            "-newkey",
+            "ec",
+            "-pkeyopt",
+            "ec_paramgen_curve:prime256v1",
+            "-nodes",
+            "-days",
+            "2",
+            "-subj",
+            &format!("/CN={ca}"),
+            "-keyout",
+            &format!("{ca}.key"),
+            "-out",
+            &format!("{ca}.pem"),
+        ],
+    );
 }
 
 /// One HTTP/1.1 request over TLS: the status, or `None` when the server gave no answer (a
@@ -818,6 +867,96 @@ async fn client_certificates_name_the_principal() {
     assert!(text.contains("\"cert:device-7\""), "{text}");
     use futures::SinkExt;
     let _ = ws.send(tungstenite::Message::Close(None)).await;
+    proxy.stop().await;
+}
+
+/// A CRL revokes a client certificate while the proxy runs, a CA added to the bundle (with its
+/// list) is trusted without a restart, and a broken list changes nothing.
+#[tokio::test]
+async fn revoked_client_certificates_fail_and_the_client_ca_and_crls_reload() {
+    let pki = Pki::new();
+    pki.issue_serial("device8", "device-8", "client-ca", "client.cnf", 8);
+    let d = &pki.dir;
+    d.put("bundle.pem", &pki.cat(&["client-ca.pem"]));
+    d.put("crls.pem", &pki.crl("client-ca", None));
+    let t = topic("ident-crl", 1).await;
+    let server = TlsFiles {
+        cert: d.path("server.pem"),
+        key: d.path("server.key"),
+    };
+    // At start, a list that is not one is an error naming the file.
+    for (name, text) in [
+        ("empty.crl", "no PEM here\n"),
+        (
+            "junk.crl",
+            "-----BEGIN X509 CRL-----\nAAAA\n-----END X509 CRL-----\n",
+        ),
+    ] {
+        let client = ClientAuth {
+            ca: d.path("bundle.pem"),
+            crl: Some(d.put(name, text)),
+        };
+        let e = Tls::with_client_auth(&server, Some(client))
+            .err()
+            .unwrap_or_else(|| panic!("{name} was taken for a CRL"))
+            .to_string();
+        assert!(e.contains("client CRL"), "{e}");
+        assert!(e.contains(name), "{e}");
+    }
+    let proxy = Proxy::start_with(|c| {
+        c.tls = Some(server.clone());
+        c.security.tls_client_ca = Some(d.path("bundle.pem"));
+        c.security.tls_client_crl = Some(d.path("crls.pem"));
+    })
+    .await;
+    let port = proxy.addr.port();
+    let post = format!(
+        "POST /v1/topics/{t}/records HTTP/1.1\r\nhost: localhost\r\ncontent-type: text/plain\r\n\
+         content-length: 2\r\nconnection: close\r\n\r\nhi"
+    );
+    let status = |who: &'static str| {
+        let (tls, post) = (pki.connector(Some(who)), post.clone());
+        async move { https(port, &tls, &post).await.map(|(s, _)| s) }
+    };
+    // Waits up to 10 s (the files are checked every 2 s) for `who` to get `want`.
+    let until = |who: &'static str, want: Option<u16>| async move {
+        let deadline = Instant::now() + Duration::from_secs(10);
+        loop {
+            let got = status(who).await;
+            if got == want {
+                return;
+            }
+            assert!(Instant::now() < deadline, "{who}: {got:?}, not {want:?}");
+            tokio::time::sleep(Duration::from_millis(200)).await;
+        }
+    };
+    assert_eq!(status("device").await, Some(200));
+    assert_eq!(status("device8").await, Some(200));
+
+    // device-8 is revoked: its handshake fails from the next reload on; device-7 stays in.
+    d.put("crls.pem", &pki.crl("client-ca", Some("device8")));
+    until("device8", None).await;
+    assert_eq!(status("device").await, Some(200));
+
+    // A new CA, with its list, joins the bundle: its clients are trusted without a restart.
+    new_ca(d, "second-ca");
+    pki.issue_serial("newdev", "new-1", "second-ca", "client.cnf", 9);
+    assert_eq!(status("newdev").await, None);
+    let second_crl = pki.crl("second-ca", None);
+    d.put("bundle.pem", &pki.cat(&["client-ca.pem", "second-ca.pem"]));
+    d.put("crls.pem", &(pki.cat(&["client-ca.crl"]) + &second_crl));
+    until("newdev", Some(200)).await;
+    assert_eq!(status("device8").await, None);
+
+    // A broken list is refused with a warning; the previous checks stay in force.
+    d.put(
+        "crls.pem",
+        "-----BEGIN X509 CRL-----\nnot a list\n-----END X509 CRL-----\n",
+    );
+    tokio::time::sleep(kafka_proxy::transport::tls::RELOAD_POLL * 2).await;
+    assert_eq!(status("device8").await, None);
+    assert_eq!(status("newdev").await, Some(200));
+    assert_eq!(status("device").await, Some(200));
     proxy.stop().await;
 }
 

@@ -65,7 +65,9 @@ pub fn shown(id: &str) -> Option<String> {
         "config" | "partition" | "auth" | "kafka_property" | "tls_cert" | "tls_key"
         | "auth_file" | "users_file" | "tokens_file" | "jwt_jwks_file" | "jwt_jwks_url"
         | "jwt_secret_file" | "jwt_issuer" | "jwt_audience" | "jwt_grants_claim"
-        | "tls_client_ca" | "allowed_origins" | "ticket_key_file" => NONE.to_string(),
+        | "tls_client_ca" | "tls_client_crl" | "allowed_origins" | "ticket_key_file" => {
+            NONE.to_string()
+        }
         _ => return None,
     })
 }

@@ -719,6 +719,26 @@ mod tests {
         )
         .unwrap();
         assert_eq!(c.security.tls_client_ca, Some(PathBuf::from("/ca.pem")));
+        let e = load(&["--tls-client-crl", "/crl.pem"], &[])
+            .unwrap_err()
+            .to_string();
+        assert!(
+            e.starts_with("bad value for tlsClientCrl: needs tlsClientCa"),
+            "{e}"
+        );
+        let c = load(
+            &[
+                "--tls-client-ca",
+                "/ca.pem",
+                "--tls-cert",
+                "/c",
+                "--tls-key",
+                "/k",
+            ],
+            &[("KAFKA_PROXY_TLS_CLIENT_CRL", "/crl.pem")],
+        )
+        .unwrap();
+        assert_eq!(c.security.tls_client_crl, Some(PathBuf::from("/crl.pem")));
     }
 
     #[test]

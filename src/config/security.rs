@@ -60,6 +60,11 @@ pub struct SecurityCli {
     /// [tlsClientCa]
     #[arg(long = "tls-client-ca")]
     pub tls_client_ca: Option<PathBuf>,
+    /// PEM file of certificate revocation lists, one from each CA of --tls-client-ca: a client
+    /// certificate they revoke fails the handshake; reloaded on change like the CA bundle
+    /// [tlsClientCrl]
+    #[arg(long = "tls-client-crl")]
+    pub tls_client_crl: Option<PathBuf>,
     /// Origins (scheme://host[:port]) browsers may connect from, comma-separated; `*` allows
     /// any. Checked when any authentication is configured [allowedOrigins]
     #[arg(long = "allowed-origins", value_delimiter = ',')]
@@ -105,6 +110,7 @@ pub const FILE_KEYS: &[&str] = &[
     "jwtGrantsClaim",
     "jwtJwksRefresh",
     "tlsClientCa",
+    "tlsClientCrl",
     "allowedOrigins",
     "metricsAuth",
     "ticketTtl",
@@ -133,6 +139,7 @@ pub struct SecurityFile {
     pub jwt_grants_claim: Option<String>,
     pub jwt_jwks_refresh: Option<u64>,
     pub tls_client_ca: Option<PathBuf>,
+    pub tls_client_crl: Option<PathBuf>,
     pub allowed_origins: Option<Vec<String>>,
     pub metrics_auth: Option<bool>,
     pub ticket_ttl: Option<u64>,
@@ -197,6 +204,7 @@ pub struct Security {
     pub tokens_file: Option<PathBuf>,
     pub jwt: Option<Jwt>,
     pub tls_client_ca: Option<PathBuf>,
+    pub tls_client_crl: Option<PathBuf>,
     pub allowed_origins: Vec<String>,
     pub acl: Vec<AclRule>,
     pub metrics_auth: bool,
@@ -212,6 +220,7 @@ impl Default for Security {
             tokens_file: None,
             jwt: None,
             tls_client_ca: None,
+            tls_client_crl: None,
             allowed_origins: Vec::new(),
             acl: Vec::new(),
             metrics_auth: false,
@@ -287,6 +296,18 @@ pub(super) fn merge(
     .unwrap_or(defaults::JWT_JWKS_REFRESH_SECS);
     let tls_client_ca: Option<PathBuf> =
         pick(cli.tls_client_ca, env, "TLS_CLIENT_CA", file.tls_client_ca)?;
+    let tls_client_crl: Option<PathBuf> = pick(
+        cli.tls_client_crl,
+        env,
+        "TLS_CLIENT_CRL",
+        file.tls_client_crl,
+    )?;
+    if tls_client_crl.is_some() && tls_client_ca.is_none() {
+        return Err(bad(
+            "tlsClientCrl",
+            "needs tlsClientCa: the lists revoke certificates of those CAs",
+        ));
+    }
     let allowed_origins: Vec<String> = if !cli.allowed_origins.is_empty() {
         cli.allowed_origins
     } else if let Some(v) = env
@@ -387,6 +408,7 @@ pub(super) fn merge(
             tokens_file,
             jwt,
             tls_client_ca,
+            tls_client_crl,
             allowed_origins,
             acl,
             metrics_auth,

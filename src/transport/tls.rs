@@ -12,7 +12,7 @@ use std::sync::{Arc, RwLock};
 use std::time::Duration;
 
 use rustls_pki_types::pem::PemObject;
-use rustls_pki_types::{CertificateDer, PrivateKeyDer};
+use rustls_pki_types::{CertificateDer, CertificateRevocationListDer, PrivateKeyDer};
 use tokio_rustls::rustls::crypto::{ring, CryptoProvider};
 use tokio_rustls::rustls::server::{danger::ClientCertVerifier, WebPkiClientVerifier};
 use tokio_rustls::rustls::server::{ClientHello, ResolvesServerCert};
@@ -123,74 +123,103 @@ impl ResolvesServerCert for Current {
     }
 }
 
-/// TLS for the listener: the acceptor and what reloads its certificate.
+/// Where client certificates are checked (mTLS): the CA bundle, and revocation lists if any.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ClientAuth {
+    /// PEM bundle of the CAs that sign client certificates (`tlsClientCa`).
+    pub ca: PathBuf,
+    /// PEM file of CRLs, one from each of those CAs (`tlsClientCrl`).
+    pub crl: Option<PathBuf>,
+}
+
+/// TLS for the listener: the acceptor new handshakes use, and what rebuilds it from the files.
 #[derive(Clone)]
 pub struct Tls {
     files: TlsFiles,
+    client: Option<ClientAuth>,
     provider: Arc<CryptoProvider>,
     current: Arc<Current>,
-    acceptor: TlsAcceptor,
+    /// Rebuilt whole when the client CA bundle or CRLs change; the certificate alone swaps
+    /// through `current`.
+    acceptor: Arc<RwLock<TlsAcceptor>>,
 }
 
 impl Tls {
     /// Loads the certificate and key; any problem is a startup error.
     pub fn new(files: &TlsFiles) -> Result<Tls, TlsError> {
-        Tls::with_client_ca(files, None)
+        Tls::with_client_auth(files, None)
     }
 
-    /// As [`Tls::new`], and with `client_ca` asks clients for a certificate (mTLS): one that
-    /// chains to a CA of that PEM bundle is verified, and its subject CN names the client
-    /// ([`peer_name`]). A client without a certificate is still let in (it may authenticate
-    /// otherwise); one with a certificate that does not verify fails the handshake.
-    pub fn with_client_ca(files: &TlsFiles, client_ca: Option<&Path>) -> Result<Tls, TlsError> {
+    /// As [`Tls::new`], and with `client` asks clients for a certificate (mTLS): one that
+    /// chains to a CA of that PEM bundle, and that no list in `client.crl` revokes, is verified
+    /// and its subject CN names the client ([`peer_name`]). A client without a certificate is
+    /// still let in (it may authenticate otherwise); one with a certificate that does not verify
+    /// fails the handshake.
+    pub fn with_client_auth(files: &TlsFiles, client: Option<ClientAuth>) -> Result<Tls, TlsError> {
         let provider = provider();
         let current = Arc::new(Current(RwLock::new(Arc::new(load(files, &provider)?))));
-        let builder = ServerConfig::builder_with_provider(provider.clone())
-            .with_safe_default_protocol_versions()
-            .map_err(|e| TlsError::Pair {
-                cert: files.cert.clone(),
-                key: files.key.clone(),
-                message: e.to_string(),
-            })?;
-        let builder = match client_ca {
-            Some(ca) => builder.with_client_cert_verifier(client_verifier(ca, &provider)?),
-            None => builder.with_no_client_auth(),
-        };
-        let mut config = builder.with_cert_resolver(current.clone());
-        // No h2: the accept loop serves HTTP/1.1 only. A client offering only h2 fails the
-        // handshake (no_application_protocol) instead of speaking a protocol we would not parse.
-        config.alpn_protocols = vec![ALPN_HTTP1.to_vec()];
+        let acceptor = acceptor(files, client.as_ref(), &provider, &current)?;
         Ok(Tls {
             files: files.clone(),
+            client,
             provider,
             current,
-            acceptor: TlsAcceptor::from(Arc::new(config)),
+            acceptor: Arc::new(RwLock::new(acceptor)),
         })
     }
 
-    pub fn acceptor(&self) -> &TlsAcceptor {
-        &self.acceptor
+    /// The acceptor for a new handshake (a cheap clone).
+    pub fn acceptor(&self) -> TlsAcceptor {
+        self.acceptor
+            .read()
+            .unwrap_or_else(|e| e.into_inner())
+            .clone()
     }
 
-    /// Loads the files again; on failure the previous certificate stays.
+    /// Loads the files again: the certificate and key, and the client CA bundle and CRLs. A
+    /// file that fails to load changes nothing: the previous certificate and checks stay.
     pub fn reload(&self, why: &str) -> Result<(), TlsError> {
-        match load(&self.files, &self.provider) {
-            Ok(key) => {
+        let loaded = load(&self.files, &self.provider).and_then(|key| {
+            let verifier = match &self.client {
+                Some(c) => Some(client_verifier(c, &self.provider)?),
+                None => None,
+            };
+            Ok((key, verifier))
+        });
+        match loaded {
+            Ok((key, verifier)) => {
                 self.current.set(key);
-                tracing::info!(cert = %self.files.cert.display(), why, "TLS certificate reloaded");
+                if let Some(verifier) = verifier {
+                    let config =
+                        server_config(&self.files, verifier, &self.provider, &self.current)?;
+                    *self.acceptor.write().unwrap_or_else(|e| e.into_inner()) =
+                        TlsAcceptor::from(Arc::new(config));
+                }
+                tracing::info!(
+                    cert = %self.files.cert.display(),
+                    client_ca = ?self.client.as_ref().map(|c| &c.ca),
+                    client_crl = ?self.client.as_ref().and_then(|c| c.crl.as_ref()),
+                    why,
+                    "TLS reloaded"
+                );
                 Ok(())
             }
             Err(e) => {
-                tracing::warn!(error = %e, why, "TLS reload failed; keeping the previous certificate");
+                tracing::warn!(error = %e, why, "TLS reload failed; keeping the previous certificate and client checks");
                 Err(e)
             }
         }
     }
 
-    /// Reloads when either file changes (checked every [`RELOAD_POLL`]) and on SIGHUP, until
-    /// `shutdown`.
+    /// Reloads when any of its files changes (checked every [`RELOAD_POLL`]) and on SIGHUP,
+    /// until `shutdown`.
     pub async fn watch(self, mut shutdown: Shutdown) {
-        let mut files = Watcher::new(vec![self.files.cert.clone(), self.files.key.clone()]);
+        let mut paths = vec![self.files.cert.clone(), self.files.key.clone()];
+        if let Some(c) = &self.client {
+            paths.push(c.ca.clone());
+            paths.extend(c.crl.clone());
+        }
+        let mut files = Watcher::new(paths);
         loop {
             let why = tokio::select! {
                 _ = shutdown.wait() => return,
@@ -201,34 +230,90 @@ impl Tls {
     }
 }
 
-/// The verifier of client certificates: chains to a CA of the bundle at `ca`, or no certificate.
+/// The acceptor of a configuration: with client certificates when `client` is given.
+fn acceptor(
+    files: &TlsFiles,
+    client: Option<&ClientAuth>,
+    provider: &Arc<CryptoProvider>,
+    current: &Arc<Current>,
+) -> Result<TlsAcceptor, TlsError> {
+    let verifier = match client {
+        Some(c) => client_verifier(c, provider)?,
+        None => WebPkiClientVerifier::no_client_auth(),
+    };
+    let config = server_config(files, verifier, provider, current)?;
+    Ok(TlsAcceptor::from(Arc::new(config)))
+}
+
+fn server_config(
+    files: &TlsFiles,
+    verifier: Arc<dyn ClientCertVerifier>,
+    provider: &Arc<CryptoProvider>,
+    current: &Arc<Current>,
+) -> Result<ServerConfig, TlsError> {
+    let mut config = ServerConfig::builder_with_provider(provider.clone())
+        .with_safe_default_protocol_versions()
+        .map_err(|e| TlsError::Pair {
+            cert: files.cert.clone(),
+            key: files.key.clone(),
+            message: e.to_string(),
+        })?
+        .with_client_cert_verifier(verifier)
+        .with_cert_resolver(current.clone());
+    // No h2: the accept loop serves HTTP/1.1 only. A client offering only h2 fails the
+    // handshake (no_application_protocol) instead of speaking a protocol we would not parse.
+    config.alpn_protocols = vec![ALPN_HTTP1.to_vec()];
+    Ok(config)
+}
+
+/// The verifier of client certificates: chains to a CA of the bundle, is not revoked by a list
+/// of the CRL file, or no certificate at all.
 fn client_verifier(
-    ca: &Path,
+    client: &ClientAuth,
     provider: &Arc<CryptoProvider>,
 ) -> Result<Arc<dyn ClientCertVerifier>, TlsError> {
     const WHAT: &str = "client CA";
+    let ca = &client.ca;
     let certs = CertificateDer::pem_file_iter(ca)
         .map_err(|e| pem_error(WHAT, ca, e))?
         .collect::<Result<Vec<_>, _>>()
         .map_err(|e| pem_error(WHAT, ca, e))?;
-    let bad = |message: String| TlsError::Pem {
-        what: WHAT,
-        path: ca.to_path_buf(),
+    let bad = |what: &'static str, path: &Path, message: String| TlsError::Pem {
+        what,
+        path: path.to_path_buf(),
         message,
     };
     let mut roots = RootCertStore::empty();
     for cert in certs {
         roots
             .add(cert)
-            .map_err(|e| bad(format!("a certificate is not a usable CA: {e}")))?;
+            .map_err(|e| bad(WHAT, ca, format!("a certificate is not a usable CA: {e}")))?;
     }
     if roots.is_empty() {
-        return Err(bad("no PEM certificate in the file".into()));
+        return Err(bad(WHAT, ca, "no PEM certificate in the file".into()));
     }
-    WebPkiClientVerifier::builder_with_provider(Arc::new(roots), provider.clone())
-        .allow_unauthenticated()
-        .build()
-        .map_err(|e| bad(e.to_string()))
+    let mut builder =
+        WebPkiClientVerifier::builder_with_provider(Arc::new(roots), provider.clone())
+            .allow_unauthenticated();
+    if let Some(path) = &client.crl {
+        const CRL: &str = "client CRL";
+        let crls = CertificateRevocationListDer::pem_file_iter(path)
+            .map_err(|e| pem_error(CRL, path, e))?
+            .collect::<Result<Vec<_>, _>>()
+            .map_err(|e| pem_error(CRL, path, e))?;
+        if crls.is_empty() {
+            return Err(bad(CRL, path, "no PEM X509 CRL in the file".into()));
+        }
+        // Only the client's own certificate is looked up: intermediates need no list. A
+        // certificate whose CA sent no list fails (unknown status), so a missing list shows.
+        builder = builder.with_crls(crls).only_check_end_entity_revocation();
+    }
+    // A list that does not parse (or a v1 list) fails here, at load; one whose signature does
+    // not verify fails each handshake it is consulted in.
+    builder.build().map_err(|e| match &client.crl {
+        Some(path) => bad("client CRL", path, e.to_string()),
+        None => bad(WHAT, ca, e.to_string()),
+    })
 }
 
 /// The subject CN of the client's verified certificate, if it sent one (mTLS). rustls hands out

@@ -72,6 +72,7 @@ pub fn effective(c: &Config) -> Value {
         "tokensFile": s.tokens_file,
         "jwt": jwt,
         "tlsClientCa": s.tls_client_ca,
+        "tlsClientCrl": s.tls_client_crl,
         "allowedOrigins": s.allowed_origins,
         "metricsAuth": s.metrics_auth,
         "ticketTtl": s.ticket_ttl.as_secs(),
