@@ -189,8 +189,11 @@ impl Remote {
     /// to `refresh`. Until `shutdown`.
     pub async fn run(self: Arc<Self>, mut shutdown: Shutdown) {
         let mut backoff = UNKNOWN_KID_GAP;
+        let mut wait = Duration::ZERO;
         loop {
-            let wait = if self.fetch_unless_recent(Duration::ZERO).await {
+            // A fetch that a request's unknown key id caused while this slept counts as this
+            // one: the provider is not asked twice within moments.
+            wait = if self.fetch_unless_recent(wait).await {
                 backoff = UNKNOWN_KID_GAP;
                 self.refresh
             } else {
