@@ -290,6 +290,23 @@ describe('the console at /console in a real browser', { timeout: 90000 }, () => 
       assert.equal(cards.length, 1, cards.join('\n---\n'));
       assert.match(cards[0], new RegExp(group));
       await c.page.screenshot({ path: path.join(ARTIFACTS, 'console-sessions.png'), fullPage: true });
+      // An operator closes the session with a reason: the client gets 4410 with it, and the
+      // card leaves the list.
+      const closed = new Promise((resolve) => ws.once('close', (code, reason) => resolve({ code, reason: reason.toString() })));
+      await c.page.click('#sessions-list > li button[data-focus-key^="close:"]');
+      await c.page.waitForSelector('#close-form:not([hidden])');
+      assert.equal(await c.page.evaluate(() => document.activeElement?.id), 'close-reason');
+      await c.page.type('#close-reason', 'maintenance window');
+      await c.page.screenshot({ path: path.join(ARTIFACTS, 'console-close-session.png'), fullPage: true });
+      await c.page.click('#close-submit');
+      const end = await closed;
+      assert.equal(end.code, 4410);
+      assert.match(end.reason, /^closed_by_admin: maintenance window/);
+      await c.page.waitForFunction(() => /is closing: maintenance window/.test(document.querySelector('#close-status').textContent),
+        { timeout: 10000 });
+      await c.page.waitForFunction((g) => ![...document.querySelectorAll('#sessions-list > li')].some((li) => li.innerText.includes(g)),
+        { timeout: 10000 }, group);
+      assert.equal(await c.page.$eval('#close-form', (f) => f.hidden), true);
       assertClean(c.seen);
     } finally {
       ws.close();

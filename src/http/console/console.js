@@ -671,8 +671,56 @@
       add('buffered', `${fmt(s.buffered_bytes)} B${s.paused ? ' (paused)' : ''}`);
       if (s.closing) add('closing', 'yes');
       li.append(dl);
+      if (!s.closing) {
+        const b = el('button', 'secondary', 'Close…');
+        b.type = 'button';
+        b.dataset.focusKey = `close:${s.id}`;
+        b.setAttribute('aria-label', `Close session #${s.id} (${s.kind}, ${s.principal})`);
+        b.addEventListener('click', () => askClose(s));
+        li.append(b);
+      }
       return li;
     }));
+  }
+
+  /** The session the close form is about; the form sits outside the list, which re-renders. */
+  let closeTarget = null;
+
+  function askClose(s) {
+    closeTarget = s.id;
+    $('close-what').textContent = `#${s.id} (${s.kind}, ${s.principal}, ${s.topics.join(', ')})`;
+    $('close-form').hidden = false;
+    setStatus($('close-status'), '');
+    $('close-reason').focus();
+  }
+
+  function cancelClose() {
+    $('close-form').hidden = true;
+    closeTarget = null;
+  }
+
+  /** POST /admin/sessions/{id}/close: the client gets 4410 closed_by_admin with the reason. */
+  async function closeSession(ev) {
+    ev.preventDefault();
+    if (closeTarget === null) return;
+    const id = closeTarget;
+    const reason = $('close-reason').value.trim();
+    const status = $('close-status');
+    try {
+      const r = await api(`/admin/sessions/${id}/close`, {
+        method: 'POST',
+        headers: { 'content-type': 'application/json' },
+        body: JSON.stringify(reason ? { reason } : {}),
+      });
+      cancelClose();
+      $('close-reason').value = '';
+      setStatus(status, `Session #${id} is closing: ${r.reason}`, 'ok');
+    } catch (e) {
+      setStatus(status, e.status === 404 ? `Session #${id} had already ended.` : `Cannot close session #${id}: ${e.message}`,
+        e.status === 404 ? 'ok' : 'error');
+      if (e.status === 404) cancelClose();
+    }
+    pollNow();
   }
 
   function renderGroups(all) {
@@ -743,6 +791,8 @@
       renderAdmin();
     });
     $('produce-form').addEventListener('submit', produce);
+    $('close-form').addEventListener('submit', closeSession);
+    $('close-cancel').addEventListener('click', cancelClose);
     $('signin-form').addEventListener('submit', submitSignIn);
     $('signin-cancel').addEventListener('click', () => signin.close());
     for (const r of signin.querySelectorAll('input[name="signin-kind"]')) r.addEventListener('change', showKind);
