@@ -698,46 +698,30 @@ mod tests {
     }
 
     #[test]
-    fn a_client_ca_needs_tls() {
-        let e = load(&["--tls-client-ca", "/ca.pem"], &[])
-            .unwrap_err()
-            .to_string();
-        assert!(
-            e.starts_with("bad value for tlsClientCa: needs tlsCert"),
-            "{e}"
-        );
-        let c = load(
-            &[
-                "--tls-client-ca",
-                "/ca.pem",
-                "--tls-cert",
-                "/c",
-                "--tls-key",
-                "/k",
-            ],
-            &[],
-        )
-        .unwrap();
+    fn client_certificates_need_tls_and_their_lists_need_a_ca() {
+        for (args, want) in [
+            (
+                &["--tls-client-ca", "/ca.pem"][..],
+                "bad value for tlsClientCa: needs tlsCert",
+            ),
+            (
+                &["--tls-client-crl", "/crl.pem"][..],
+                "bad value for tlsClientCrl: needs tlsClientCa",
+            ),
+        ] {
+            let e = load(args, &[]).unwrap_err().to_string();
+            assert!(e.starts_with(want), "{e}");
+        }
+        let tls = [
+            "--tls-client-ca",
+            "/ca.pem",
+            "--tls-cert",
+            "/c",
+            "--tls-key",
+            "/k",
+        ];
+        let c = load(&tls, &[("KAFKA_PROXY_TLS_CLIENT_CRL", "/crl.pem")]).unwrap();
         assert_eq!(c.security.tls_client_ca, Some(PathBuf::from("/ca.pem")));
-        let e = load(&["--tls-client-crl", "/crl.pem"], &[])
-            .unwrap_err()
-            .to_string();
-        assert!(
-            e.starts_with("bad value for tlsClientCrl: needs tlsClientCa"),
-            "{e}"
-        );
-        let c = load(
-            &[
-                "--tls-client-ca",
-                "/ca.pem",
-                "--tls-cert",
-                "/c",
-                "--tls-key",
-                "/k",
-            ],
-            &[("KAFKA_PROXY_TLS_CLIENT_CRL", "/crl.pem")],
-        )
-        .unwrap();
         assert_eq!(c.security.tls_client_crl, Some(PathBuf::from("/crl.pem")));
     }
 
