@@ -134,8 +134,11 @@ impl AsyncWrite for Counted {
 #[derive(Default)]
 struct Waiting {
     next: AtomicU64,
-    queue: Mutex<BTreeMap<u64, (tokio::time::Instant, tokio::sync::oneshot::Sender<()>)>>,
+    queue: Mutex<Queue>,
 }
+
+/// Waiting sockets by arrival: when each came, and the sender that closes it.
+type Queue = BTreeMap<u64, (tokio::time::Instant, tokio::sync::oneshot::Sender<()>)>;
 
 /// A socket's place in [`Waiting`]; dropping it (the first request arrived, or the socket
 /// closed) takes the socket off the queue.
@@ -172,12 +175,7 @@ impl Waiting {
         true
     }
 
-    fn lock(
-        &self,
-    ) -> std::sync::MutexGuard<
-        '_,
-        BTreeMap<u64, (tokio::time::Instant, tokio::sync::oneshot::Sender<()>)>,
-    > {
+    fn lock(&self) -> std::sync::MutexGuard<'_, Queue> {
         self.queue.lock().unwrap_or_else(|e| e.into_inner())
     }
 }
