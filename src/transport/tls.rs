@@ -179,21 +179,24 @@ impl Tls {
     /// Loads the files again: the certificate and key, and the client CA bundle and CRLs. A
     /// file that fails to load changes nothing: the previous certificate and checks stay.
     pub fn reload(&self, why: &str) -> Result<(), TlsError> {
+        // Everything is loaded before anything is swapped, so a failure changes nothing.
         let loaded = load(&self.files, &self.provider).and_then(|key| {
-            let verifier = match &self.client {
-                Some(c) => Some(client_verifier(c, &self.provider)?),
+            let acceptor = match &self.client {
+                Some(c) => Some(acceptor(
+                    &self.files,
+                    Some(c),
+                    &self.provider,
+                    &self.current,
+                )?),
                 None => None,
             };
-            Ok((key, verifier))
+            Ok((key, acceptor))
         });
         match loaded {
-            Ok((key, verifier)) => {
+            Ok((key, acceptor)) => {
                 self.current.set(key);
-                if let Some(verifier) = verifier {
-                    let config =
-                        server_config(&self.files, verifier, &self.provider, &self.current)?;
-                    *self.acceptor.write().unwrap_or_else(|e| e.into_inner()) =
-                        TlsAcceptor::from(Arc::new(config));
+                if let Some(acceptor) = acceptor {
+                    *self.acceptor.write().unwrap_or_else(|e| e.into_inner()) = acceptor;
                 }
                 tracing::info!(
                     cert = %self.files.cert.display(),
