@@ -169,30 +169,43 @@ async fn visible(name: &str) -> bool {
 async fn an_unknown_topic_is_answered_from_a_brief_cache() {
     require_kafka().await;
     let proxy = Proxy::start().await;
-    let name = unique("limits-later");
-    let v = first_frame(&proxy, &name).await;
-    let answered = Instant::now();
-    assert_eq!(v["code"], "unknown_topic", "{v}");
-
-    // The topic appears in Kafka; the proxy keeps answering from its cache until the TTL ends,
-    // so a flood of requests for it costs no metadata round trips.
-    create_topic(&name).await;
-    while !visible(&name).await {
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
-    let ready = answered.elapsed();
-    assert!(
-        ready + Duration::from_millis(500) < UNKNOWN_TOPIC_TTL,
-        "creating the topic took {ready:?}, too long to observe a {UNKNOWN_TOPIC_TTL:?} cache"
-    );
-    for _ in 0..5 {
+    // The cache is seen only if the topic is created, becomes visible and is asked for five
+    // times within the TTL (2 s). A loaded machine may miss that window: then a fresh topic
+    // tries again, and only three misses in a row fail the test.
+    let mut missed = Vec::new();
+    let (name, answered) = loop {
+        assert!(missed.len() < 3, "never observed the cache: {missed:?}");
+        let name = unique("limits-later");
         let v = first_frame(&proxy, &name).await;
-        assert_eq!(v["code"], "unknown_topic", "answered from the cache: {v}");
-    }
-    assert!(
-        answered.elapsed() < UNKNOWN_TOPIC_TTL,
-        "the checks outlasted the cache"
-    );
+        let answered = Instant::now();
+        assert_eq!(v["code"], "unknown_topic", "{v}");
+
+        // The topic appears in Kafka; the proxy keeps answering from its cache until the TTL
+        // ends, so a flood of requests for it costs no metadata round trips.
+        create_topic(&name).await;
+        while !visible(&name).await {
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+        let ready = answered.elapsed();
+        if ready + Duration::from_millis(500) >= UNKNOWN_TOPIC_TTL {
+            missed.push(format!("creating the topic took {ready:?}"));
+            continue;
+        }
+        let mut cached = 0;
+        for _ in 0..5 {
+            let v = first_frame(&proxy, &name).await;
+            if answered.elapsed() >= UNKNOWN_TOPIC_TTL {
+                break;
+            }
+            assert_eq!(v["code"], "unknown_topic", "answered from the cache: {v}");
+            cached += 1;
+        }
+        if cached < 5 {
+            missed.push(format!("{cached} checks fit in the TTL"));
+            continue;
+        }
+        break (name, answered);
+    };
 
     // Briefly: after the TTL the topic is usable.
     tokio::time::sleep_until((answered + UNKNOWN_TOPIC_TTL + Duration::from_millis(200)).into())
